@@ -1,0 +1,1 @@
+//! The executor: runs the plan for every folder pair of one account.
