@@ -5,10 +5,11 @@
 #   scripts/lab.sh stop      stop both
 #   scripts/lab.sh status    say what answers
 #   scripts/lab.sh env       print the facts as shell variables (source it: eval "$(scripts/lab.sh env)")
-#   scripts/lab.sh wipe H U  delete all mail of user U on host H (1 or 2), leaving an empty INBOX
+#   scripts/lab.sh wipe H U  delete all mail of user U on host H (1, 2 or 3), leaving an empty INBOX
 #
 # host1: 127.0.0.1:1143 (plain + STARTTLS), 127.0.0.1:1993 (implicit TLS); Maildir++, separator "."
 # host2: 127.0.0.1:2143 (plain + STARTTLS), 127.0.0.1:2993 (implicit TLS); Maildir LAYOUT=fs, separator "/"
+# host3: 127.0.0.1:3143 / 3993; Courier/cPanel-like: separator ".", every folder under the prefix "INBOX."
 # Users user0001 .. user0300, password "secret" (test accounts on loopback only).
 # "awkward" has the password in $LAB_DIR/awkward.pass (quotes, backslash, {5}, spaces, non-ASCII).
 # Master user "admin" (password "adminsecret"): log in as "user0001*admin", or SASL PLAIN with
@@ -76,9 +77,9 @@ write_passwd() {
     chmod 644 "$f" "$LAB_DIR/master-passwd"
 }
 
-# write_conf NAME IMAP_PORT IMAPS_PORT MAIL_LOCATION SEPARATOR [EXTRA_CONF_FILE]
+# write_conf NAME IMAP_PORT IMAPS_PORT MAIL_LOCATION SEPARATOR PREFIX [EXTRA_CONF_FILE]
 write_conf() {
-    local name=$1 port=$2 sport=$3 location=$4 sep=$5
+    local name=$1 port=$2 sport=$3 location=$4 sep=$5 prefix=$6
     local d=$LAB_DIR/$name
     mkdir -p "$d/run" "$d/state" "$d/mail"
     chown "$MAIL_USER:$MAIL_USER" "$d/mail"
@@ -126,20 +127,20 @@ userdb {
 namespace inbox {
   inbox = yes
   separator = $sep
-  prefix =
-  mailbox Drafts {
+  prefix = $prefix
+  mailbox ${prefix}Drafts {
     special_use = \\Drafts
   }
-  mailbox Sent {
+  mailbox ${prefix}Sent {
     special_use = \\Sent
   }
-  mailbox Trash {
+  mailbox ${prefix}Trash {
     special_use = \\Trash
   }
-  mailbox Junk {
+  mailbox ${prefix}Junk {
     special_use = \\Junk
   }
-  mailbox Archive {
+  mailbox ${prefix}Archive {
     special_use = \\Archive
   }
 }
@@ -171,8 +172,8 @@ service anvil {
   client_limit = 5000
 }
 EOF
-    if [ -n "${6:-}" ] && [ -s "$6" ]; then
-        cat "$6" >>"$d/dovecot.conf"
+    if [ -n "${7:-}" ] && [ -s "$7" ]; then
+        cat "$7" >>"$d/dovecot.conf"
     fi
 }
 
@@ -204,19 +205,22 @@ cmd_start() {
     ensure_mail_user
     make_certs
     write_passwd
-    write_conf host1 1143 1993 "maildir:~/Maildir" "." "${IMAPFLEET_LAB_HOST1_EXTRA:-}"
-    write_conf host2 2143 2993 "maildir:~/Maildir:LAYOUT=fs" "/" "${IMAPFLEET_LAB_HOST2_EXTRA:-}"
+    write_conf host1 1143 1993 "maildir:~/Maildir" "." "" "${IMAPFLEET_LAB_HOST1_EXTRA:-}"
+    write_conf host2 2143 2993 "maildir:~/Maildir:LAYOUT=fs" "/" "" "${IMAPFLEET_LAB_HOST2_EXTRA:-}"
+    write_conf host3 3143 3993 "maildir:~/Maildir" "." "INBOX." "${IMAPFLEET_LAB_HOST3_EXTRA:-}"
     start_one host1 1143
     start_one host2 2143
+    start_one host3 3143
 }
 
 cmd_stop() {
     stop_one host1
     stop_one host2
+    stop_one host3
 }
 
 cmd_status() {
-    for p in 1143 1993 2143 2993; do
+    for p in 1143 1993 2143 2993 3143 3993; do
         if port_open "$p"; then echo "127.0.0.1:$p up"; else echo "127.0.0.1:$p down"; fi
     done
 }
@@ -235,6 +239,11 @@ LAB_HOST2_PORT=2143
 LAB_HOST2_TLS_PORT=2993
 LAB_HOST2_CONF=$LAB_DIR/host2/dovecot.conf
 LAB_HOST2_SEP=/
+LAB_HOST3=127.0.0.1
+LAB_HOST3_PORT=3143
+LAB_HOST3_CONF=$LAB_DIR/host3/dovecot.conf
+LAB_HOST3_SEP=.
+LAB_HOST3_PREFIX=INBOX.
 LAB_PASSWORD=secret
 LAB_USERS=$USERS
 LAB_AWKWARD_USER=awkward

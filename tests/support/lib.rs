@@ -1,1 +1,142 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: the lab's endpoints, fresh users, the binary.
+//!
+//! Tests that need the lab call [`lab`]. With `IMAPFLEET_LAB=1` (set by `scripts/test.sh`) the lab must
+//! answer or the test fails; without it, such tests print a skip note and return, so `cargo test` on a
+//! machine without the lab still runs the pure tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use imapfleet_imap::{AuthMethod, Endpoint, Secret, Security};
+
+/// Facts about the running lab (from `scripts/lab.sh env`).
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub host1_port: u16,
+    pub host2_port: u16,
+    pub host1_tls_port: u16,
+    pub host2_tls_port: u16,
+    /// host3: Courier-like, every folder under `INBOX.`, separator `.`.
+    pub host3_port: u16,
+    pub password: String,
+}
+
+/// The project's root directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+/// The lab, or `None` (with a note) when it is not required and not running.
+pub fn lab() -> Option<Lab> {
+    let required = std::env::var("IMAPFLEET_LAB").map(|v| v == "1").unwrap_or(false);
+    let dir = PathBuf::from(std::env::var("LAB_DIR").unwrap_or_else(|_| "/dev/shm/imapfleet-lab".into()));
+    let up = port_open(1143) && port_open(2143);
+    if !up {
+        if required {
+            panic!("IMAPFLEET_LAB=1 but the lab does not answer on 127.0.0.1:1143/2143: run scripts/lab.sh start");
+        }
+        eprintln!("SKIP: the lab is not running (scripts/lab.sh start, or run scripts/test.sh)");
+        return None;
+    }
+    Some(Lab {
+        ca: dir.join("tls/ca.pem"),
+        dir,
+        host1_port: 1143,
+        host2_port: 2143,
+        host1_tls_port: 1993,
+        host2_tls_port: 2993,
+        host3_port: 3143,
+        password: "secret".into(),
+    })
+}
+
+impl Lab {
+    /// An endpoint for `user` on host 1, 2 or 3: STARTTLS, certificate checked against the lab CA.
+    pub fn endpoint(&self, host: u8, user: &str) -> Endpoint {
+        Endpoint {
+            label: format!("host{host}"),
+            host: "127.0.0.1".into(),
+            port: match host {
+                1 => self.host1_port,
+                2 => self.host2_port,
+                _ => self.host3_port,
+            },
+            security: Security::StartTls,
+            user: user.into(),
+            authuser: None,
+            password: Secret::new(self.password.clone()),
+            auth: AuthMethod::Auto,
+            ca_file: Some(self.ca.clone()),
+            insecure: false,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Delete all mail of `user` on host 1 or 2.
+    pub fn wipe(&self, host: u8, user: &str) {
+        let status = Command::new(root().join("scripts/lab.sh"))
+            .args(["wipe", &host.to_string(), user])
+            .env("IMAPFLEET_LAB_DIR", &self.dir)
+            .status()
+            .expect("run scripts/lab.sh wipe");
+        assert!(status.success(), "wiping {user} on host{host} failed");
+    }
+
+    /// Wipe `user` on both hosts.
+    pub fn fresh(&self, user: &str) {
+        self.wipe(1, user);
+        self.wipe(2, user);
+    }
+
+    /// Path of the lab's Dovecot config for host 1 or 2 (for `doveadm -c`).
+    pub fn conf(&self, host: u8) -> PathBuf {
+        self.dir.join(format!("host{host}/dovecot.conf"))
+    }
+
+    /// A file holding the lab password (for `--passfile`).
+    pub fn passfile(&self) -> PathBuf {
+        let p = self.dir.join("password.txt");
+        std::fs::write(&p, format!("{}\n", self.password)).expect("write passfile");
+        p
+    }
+
+    /// The imapsync-style connection options for `user1` on host1 and `user2` on host2.
+    pub fn cli_args(&self, user1: &str, user2: &str) -> Vec<String> {
+        let pf = self.passfile().display().to_string();
+        let ca = self.ca.display().to_string();
+        [
+            "--host1", "127.0.0.1", "--port1", &self.host1_port.to_string(), "--user1", user1, "--passfile1", &pf,
+            "--cafile1", &ca, "--host2", "127.0.0.1", "--port2", &self.host2_port.to_string(), "--user2", user2,
+            "--passfile2", &pf, "--cafile2", &ca,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// The `imapfleet` binary built by `cargo test --workspace` (target/<profile>/imapfleet).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/imapfleet
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("imapfleet");
+    assert!(p.exists(), "{} is missing: run the tests with `cargo test --workspace`", p.display());
+    p
+}
+
+/// The real-world corpus (`../shared/corpus`), when present.
+pub fn corpus_dir() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("IMAPFLEET_CORPUS") {
+        return Some(PathBuf::from(p));
+    }
+    let p = root().join("../shared/corpus");
+    p.join("MANIFEST.tsv").exists().then_some(p)
+}

@@ -1,1 +1,57 @@
-fn main() {}
+//! `imapfleet`: the one binary. Parses arguments, merges settings, and hands off to the engine.
+//! This is the only place where `anyhow` is used and where errors become exit codes.
+
+mod args;
+mod commands;
+mod progress;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::settings::{Settings, UsageError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imapfleet: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("imapfleet: usage: {u}");
+                return ExitCode::from(imapfleet_sync::report::ErrorClass::Usage.exit_code() as u8);
+            }
+            eprintln!("imapfleet: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Sync(a) => commands::sync(&settings, a).await,
+        Command::Verify(a) => commands::verify(&settings, a).await,
+        Command::Generate(a) => commands::generate(&settings, a).await,
+    }
+}
+
+/// Logs go to stderr; the level comes from `--log`, else `RUST_LOG`, else `info` for our crates.
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("warn,imapfleet=info,imapfleet_sync=info,imapfleet_imap=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
