@@ -1,1 +1,548 @@
 //! The executor: runs the plan for every folder pair of one account.
+//!
+//! Shape of a run ([`sync_account`]):
+//! 1. connect host1 and host2 (errors are classified and end the account),
+//! 2. NAMESPACE + LIST on both sides, [`map_folders`],
+//! 3. CREATE the missing host2 folders, parents first,
+//! 4. a small pool of workers, each owning one host1 and one host2 session, takes folders from a
+//!    queue; per folder it reads both sides' metadata, plans ([`plan_folder`]) and executes
+//!    ([`folder`]): bodies fetched from host1 in bounded batches, APPENDed to host2 while the next
+//!    batch is being fetched, flags replaced in groups.
+//!
+//! Safety properties the code relies on:
+//! - host1 is only ever EXAMINEd and read with `BODY.PEEK`: never modified.
+//! - After a lost connection the folder is *re-planned* from fresh metadata, never resumed from
+//!   memory: whatever reached host2 before the drop is matched and not appended again.
+//! - Memory is bounded: a batch holds at most `batch_messages` / `batch_bytes` (one oversized message
+//!   alone), and a shared byte budget ([`SyncOptions::in_flight_bytes`]) caps the bodies held by all
+//!   workers together.
+
+mod batch;
+mod folder;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use imapfleet_imap::{Endpoint, ImapError, Session};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::identity::IdentityConfig;
+use crate::mapping::{map_folders, FolderMap, FolderPair, MappingOptions, SideFacts};
+use crate::plan::PlanOptions;
+use crate::report::{AccountReport, ErrorClass, FolderReport, SyncError};
+
+pub use batch::{batches, flag_fallbacks, group_by_flags, uid_set};
+
+/// Everything that shapes one account sync. `Default` gives imapsync's defaults.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub identity: IdentityConfig,
+    pub mapping: MappingOptions,
+    pub plan: PlanOptions,
+    /// `--sep1` / `--sep2`: override the hierarchy separator of a side.
+    pub sep1: Option<char>,
+    pub sep2: Option<char>,
+    /// `--prefix1` / `--prefix2`: override the personal namespace prefix of a side.
+    pub prefix1: Option<String>,
+    pub prefix2: Option<String>,
+    /// Plan and count, write nothing to host2.
+    pub dry_run: bool,
+    /// Stop after creating folders.
+    pub just_folders: bool,
+    /// Stop after logging in to both sides.
+    pub just_login: bool,
+    /// Sessions per side = folders synced in parallel (default 4).
+    pub connections: usize,
+    /// Most messages per FETCH / APPEND batch.
+    pub batch_messages: usize,
+    /// Most bytes per batch (a larger single message gets a batch of its own).
+    pub batch_bytes: usize,
+    /// Bytes of message bodies held in memory by all workers together (fetched, not yet appended).
+    /// A batch larger than this budget waits until it can take the whole budget.
+    pub in_flight_bytes: usize,
+    /// Reconnections allowed per folder after a lost connection.
+    pub max_reconnects: u32,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            identity: IdentityConfig::default(),
+            mapping: MappingOptions::default(),
+            plan: PlanOptions::default(),
+            sep1: None,
+            sep2: None,
+            prefix1: None,
+            prefix2: None,
+            dry_run: false,
+            just_folders: false,
+            just_login: false,
+            connections: 4,
+            batch_messages: 200,
+            batch_bytes: 4 << 20,
+            in_flight_bytes: 24 << 20,
+            max_reconnects: 3,
+        }
+    }
+}
+
+/// Progress events of a sync (called from the worker tasks; keep them cheap).
+/// Every method has an empty default, so an implementation picks what it needs.
+pub trait Progress: Send + Sync {
+    /// The folder pairs are known (after mapping).
+    fn totals_known(&self, _folders: usize) {}
+    /// A folder pair starts.
+    fn folder_started(&self, _name1: &str, _name2: &str) {}
+    /// A folder is planned: `to_copy` messages of `bytes` bytes will be appended.
+    fn folder_planned(&self, _name1: &str, _to_copy: usize, _bytes: u64) {}
+    /// One message reached host2 (in a dry run: would have).
+    fn message_copied(&self, _name1: &str, _uid1: u32, _bytes: u64) {}
+    /// A folder pair is done (successfully or not).
+    fn folder_finished(&self, _report: &FolderReport) {}
+}
+
+/// Progress that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Host1,
+    Host2,
+}
+
+impl Side {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Side::Host1 => "host1",
+            Side::Host2 => "host2",
+        }
+    }
+}
+
+/// One logged-in session on each side.
+pub(crate) struct Pair {
+    pub(crate) s1: Session,
+    pub(crate) s2: Session,
+}
+
+impl Pair {
+    pub(crate) async fn logout(self) {
+        tokio::join!(self.s1.logout(), self.s2.logout());
+    }
+}
+
+/// Turn a connect/login failure into the account-level error class of its side.
+pub(crate) fn connect_error(side: Side, err: &ImapError) -> SyncError {
+    let class = match (side, err) {
+        (Side::Host1, ImapError::Auth { .. }) => ErrorClass::AuthHost1,
+        (Side::Host2, ImapError::Auth { .. }) => ErrorClass::AuthHost2,
+        (Side::Host1, _) => ErrorClass::ConnectHost1,
+        (Side::Host2, _) => ErrorClass::ConnectHost2,
+    };
+    SyncError::account(class, format!("{}: {err}", side.label()))
+}
+
+/// Connect and log in to both sides at once. On failure the other session is logged out and the
+/// errors of both sides are returned (host1's first).
+pub(crate) async fn connect_pair(ep1: &Endpoint, ep2: &Endpoint) -> Result<Pair, Vec<SyncError>> {
+    let (r1, r2) = tokio::join!(Session::connect(ep1), Session::connect(ep2));
+    match (r1, r2) {
+        (Ok(s1), Ok(s2)) => Ok(Pair { s1, s2 }),
+        (Err(e1), Err(e2)) => Err(vec![
+            connect_error(Side::Host1, &e1),
+            connect_error(Side::Host2, &e2),
+        ]),
+        (Err(e1), Ok(s2)) => {
+            s2.logout().await;
+            Err(vec![connect_error(Side::Host1, &e1)])
+        }
+        (Ok(s1), Err(e2)) => {
+            s1.logout().await;
+            Err(vec![connect_error(Side::Host2, &e2)])
+        }
+    }
+}
+
+/// NAMESPACE + LIST on both sides and the folder mapping. Returns host2's facts too (separator).
+pub(crate) async fn map_account(
+    pair: &mut Pair,
+    opts: &SyncOptions,
+) -> Result<(FolderMap, SideFacts), SyncError> {
+    let side_err = |side: Side| {
+        move |e: ImapError| {
+            let class = if side == Side::Host1 {
+                ErrorClass::ConnectHost1
+            } else {
+                ErrorClass::ConnectHost2
+            };
+            SyncError::account(class, format!("{}: listing folders: {e}", side.label()))
+        }
+    };
+    let ns1 = pair.s1.namespaces().await.map_err(side_err(Side::Host1))?;
+    let list1 = pair.s1.list().await.map_err(side_err(Side::Host1))?;
+    let ns2 = pair.s2.namespaces().await.map_err(side_err(Side::Host2))?;
+    let list2 = pair.s2.list().await.map_err(side_err(Side::Host2))?;
+    let h1 = SideFacts::from_server(&ns1, list1, opts.sep1, opts.prefix1.clone());
+    let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
+    let map = map_folders(&h1, &h2, &opts.mapping)
+        .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
+    Ok((map, h2))
+}
+
+/// "Already exists" answers to CREATE are success for us (another run, or a race, created it).
+fn is_already_exists(err: &ImapError) -> bool {
+    match err {
+        ImapError::No { code, text, .. } => {
+            code.as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case("ALREADYEXISTS"))
+                || text.to_ascii_lowercase().contains("exist")
+        }
+        _ => false,
+    }
+}
+
+/// Outcome of the CREATE phase.
+#[derive(Debug, Default)]
+struct Creates {
+    /// raw host2 names created (or, in a dry run, to be created).
+    created: Vec<String>,
+    /// raw host2 name -> the server's refusal.
+    failed: HashMap<String, String>,
+}
+
+/// CREATE `map.creates` in order on host2. A refused CREATE is remembered (the pairs needing that
+/// folder get a Create error); the others go on. A lost connection is retried with a new session.
+async fn create_folders(
+    pair: &mut Option<Pair>,
+    ep1: &Endpoint,
+    ep2: &Endpoint,
+    map: &FolderMap,
+    opts: &SyncOptions,
+) -> Creates {
+    let mut out = Creates::default();
+    if opts.dry_run {
+        out.created = map.creates.clone();
+        return out;
+    }
+    let mut reconnects = 0;
+    for raw in &map.creates {
+        loop {
+            let Some(p) = pair.as_mut() else {
+                out.failed
+                    .insert(raw.clone(), "no connection to host2".into());
+                break;
+            };
+            match p.s2.create(raw).await {
+                Ok(()) => {
+                    info!(folder = %raw, "created on host2");
+                    out.created.push(raw.clone());
+                }
+                Err(e) if is_already_exists(&e) => {}
+                Err(e) if e.is_connection() && reconnects < opts.max_reconnects => {
+                    reconnects += 1;
+                    warn!(folder = %raw, error = %e, "connection lost during CREATE, reconnecting");
+                    *pair = connect_pair(ep1, ep2).await.ok();
+                    continue;
+                }
+                Err(e) => {
+                    warn!(folder = %raw, error = %e, "CREATE refused");
+                    out.failed.insert(raw.clone(), e.to_string());
+                }
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// One folder pair waiting for a worker.
+pub(crate) struct Job {
+    pub(crate) index: usize,
+    pub(crate) pair: FolderPair,
+}
+
+/// What the workers share.
+pub(crate) struct Ctx<'a> {
+    pub(crate) ep1: &'a Endpoint,
+    pub(crate) ep2: &'a Endpoint,
+    pub(crate) opts: &'a SyncOptions,
+    pub(crate) progress: &'a dyn Progress,
+    queue: Mutex<VecDeque<Job>>,
+    /// host2 raw names whose CREATE was refused, with the server's words.
+    create_failed: HashMap<String, String>,
+    /// host2 raw names created by this run.
+    created: Vec<String>,
+    /// Shared byte budget (in KiB permits) for bodies held in memory.
+    pub(crate) budget: Semaphore,
+    pub(crate) budget_kib: u32,
+}
+
+impl Ctx<'_> {
+    fn next_job(&self) -> Option<Job> {
+        self.queue.lock().ok()?.pop_front()
+    }
+
+    fn give_back(&self, job: Job) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_front(job);
+        }
+    }
+}
+
+/// Results of one worker: (job index, report, errors).
+type Done = Vec<(usize, FolderReport, Vec<SyncError>)>;
+
+/// A worker: takes folders from the queue until it is empty. A worker other than the first that
+/// cannot log in at all gives its folder back and stops (e.g. the server's per-user connection
+/// limit): the others do the work.
+async fn worker(ctx: &Ctx<'_>, mut sessions: Option<Pair>, primary: bool) -> Done {
+    let mut done = Vec::new();
+    let mut ever_connected = sessions.is_some();
+    while let Some(job) = ctx.next_job() {
+        if sessions.is_none() {
+            match connect_pair(ctx.ep1, ctx.ep2).await {
+                Ok(p) => {
+                    sessions = Some(p);
+                    ever_connected = true;
+                }
+                Err(errs) if !primary && !ever_connected => {
+                    let why: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+                    warn!(reason = %why.join("; "), "extra worker cannot log in; continuing with fewer connections");
+                    ctx.give_back(job);
+                    return done;
+                }
+                Err(_) => {} // run_folder retries and reports
+            }
+        }
+        let (rep, errs) = run_folder(ctx, &mut sessions, &job).await;
+        ctx.progress.folder_finished(&rep);
+        done.push((job.index, rep, errs));
+    }
+    if let Some(p) = sessions {
+        p.logout().await;
+    }
+    done
+}
+
+/// Sync one folder pair, reconnecting and re-planning after a lost connection.
+async fn run_folder(
+    ctx: &Ctx<'_>,
+    sessions: &mut Option<Pair>,
+    job: &Job,
+) -> (FolderReport, Vec<SyncError>) {
+    let started = Instant::now();
+    let pair = &job.pair;
+    ctx.progress.folder_started(&pair.name1, &pair.name2);
+    let mut rep = FolderReport {
+        name1: pair.name1.clone(),
+        name2: pair.name2.clone(),
+        created: pair.create && ctx.created.contains(&pair.raw2),
+        ..FolderReport::default()
+    };
+    if let Some(why) = ctx.create_failed.get(&pair.raw2) {
+        let err = SyncError::folder(
+            ErrorClass::Create,
+            &pair.name1,
+            format!("host2 CREATE {:?}: {why}", pair.name2),
+        );
+        rep.errors = 1;
+        rep.elapsed_secs = started.elapsed().as_secs_f64();
+        return (rep, vec![err]);
+    }
+    let errors;
+    loop {
+        let Some(p) = sessions.as_mut() else {
+            errors = match connect_pair(ctx.ep1, ctx.ep2).await {
+                Ok(p) => {
+                    *sessions = Some(p);
+                    continue;
+                }
+                Err(errs) => errs
+                    .into_iter()
+                    .map(|e| SyncError {
+                        folder: Some(pair.name1.clone()),
+                        ..e
+                    })
+                    .collect(),
+            };
+            break;
+        };
+        let mut attempt_errors = Vec::new();
+        match folder::sync_folder(ctx, p, pair, &mut rep, &mut attempt_errors).await {
+            Ok(()) => {
+                errors = attempt_errors;
+                break;
+            }
+            Err(folder::Fail::Folder(e)) => {
+                attempt_errors.push(e);
+                errors = attempt_errors;
+                break;
+            }
+            Err(folder::Fail::Connection { side, err }) => {
+                // The session is unusable; the other one may be fine but a fresh pair is simplest.
+                *sessions = None;
+                if rep.reconnects >= ctx.opts.max_reconnects {
+                    attempt_errors.push(SyncError::folder(
+                        if side == Side::Host1 {
+                            ErrorClass::ConnectHost1
+                        } else {
+                            ErrorClass::ConnectHost2
+                        },
+                        &pair.name1,
+                        format!(
+                            "{}: {err} (gave up after {} reconnections)",
+                            side.label(),
+                            rep.reconnects
+                        ),
+                    ));
+                    errors = attempt_errors;
+                    break;
+                }
+                rep.reconnects += 1;
+                warn!(folder = %pair.name1, side = side.label(), error = %err, "connection lost; reconnecting and re-planning");
+            }
+        }
+    }
+    rep.errors = errors.len() as u64;
+    rep.elapsed_secs = started.elapsed().as_secs_f64();
+    (rep, errors)
+}
+
+/// Sync one account from `ep1` (host1, read-only) to `ep2` (host2). Never fails: every problem is a
+/// classified error in the report (see [`AccountReport::exit_code`]).
+pub async fn sync_account(
+    ep1: &Endpoint,
+    ep2: &Endpoint,
+    opts: &SyncOptions,
+    progress: Arc<dyn Progress>,
+) -> AccountReport {
+    let started = Instant::now();
+    let mut report = AccountReport {
+        user1: ep1.user.clone(),
+        user2: ep2.user.clone(),
+        host1: ep1.addr(),
+        host2: ep2.addr(),
+        started: chrono::Local::now().to_rfc3339(),
+        dry_run: opts.dry_run,
+        ..AccountReport::default()
+    };
+    run_account(ep1, ep2, opts, progress.as_ref(), &mut report).await;
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    report.finish_totals();
+    info!(verdict = %report.verdict(), "account done");
+    report
+}
+
+async fn run_account(
+    ep1: &Endpoint,
+    ep2: &Endpoint,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+    report: &mut AccountReport,
+) {
+    let mut pair = match connect_pair(ep1, ep2).await {
+        Ok(p) => p,
+        Err(errs) => {
+            report.errors = errs;
+            return;
+        }
+    };
+    info!(user1 = %ep1.user, user2 = %ep2.user, "logged in to both sides");
+    if opts.just_login {
+        pair.logout().await;
+        return;
+    }
+    let (map, _h2) = match map_account(&mut pair, opts).await {
+        Ok(m) => m,
+        Err(e) => {
+            report.errors.push(e);
+            pair.logout().await;
+            return;
+        }
+    };
+    progress.totals_known(map.pairs.len());
+    let mut first = Some(pair);
+    let creates = create_folders(&mut first, ep1, ep2, &map, opts).await;
+    report.created_folders = creates.created.clone();
+    if opts.just_folders {
+        for (raw, why) in &creates.failed {
+            report.errors.push(SyncError::account(
+                ErrorClass::Create,
+                format!("host2 CREATE {raw:?}: {why}"),
+            ));
+        }
+        if let Some(p) = first {
+            p.logout().await;
+        }
+        return;
+    }
+    let budget_kib = u32::try_from(opts.in_flight_bytes.max(opts.batch_bytes).max(1024) / 1024)
+        .unwrap_or(u32::MAX >> 4);
+    let jobs: VecDeque<Job> = map
+        .pairs
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(index, pair)| Job { index, pair })
+        .collect();
+    let n_jobs = jobs.len();
+    let ctx = Ctx {
+        ep1,
+        ep2,
+        opts,
+        progress,
+        queue: Mutex::new(jobs),
+        create_failed: creates.failed,
+        created: creates.created,
+        budget: Semaphore::new(budget_kib as usize),
+        budget_kib,
+    };
+    let n_workers = opts.connections.max(1).min(n_jobs.max(1));
+    // All workers run concurrently in this task: the work is I/O-bound (the servers do the heavy
+    // lifting), and borrowing the context avoids 'static requirements on sessions.
+    let workers =
+        (0..n_workers).map(|i| worker(&ctx, if i == 0 { first.take() } else { None }, i == 0));
+    let results: Vec<(usize, FolderReport, Vec<SyncError>)> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    collect_results(report, &map, results);
+}
+
+/// Put the workers' results back in host1 folder order; a folder no worker processed is reported.
+fn collect_results(
+    report: &mut AccountReport,
+    map: &FolderMap,
+    mut results: Vec<(usize, FolderReport, Vec<SyncError>)>,
+) {
+    results.sort_by_key(|(i, _, _)| *i);
+    let mut by_index = results.into_iter().peekable();
+    for (i, pair) in map.pairs.iter().enumerate() {
+        match by_index.next_if(|(j, _, _)| *j == i) {
+            Some((_, rep, errs)) => {
+                report.folders.push(rep);
+                report.errors.extend(errs);
+            }
+            None => {
+                report.folders.push(FolderReport {
+                    name1: pair.name1.clone(),
+                    name2: pair.name2.clone(),
+                    errors: 1,
+                    ..FolderReport::default()
+                });
+                report.errors.push(SyncError::folder(
+                    ErrorClass::Incomplete,
+                    &pair.name1,
+                    "folder not processed (no usable connection)",
+                ));
+            }
+        }
+    }
+}

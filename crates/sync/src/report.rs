@@ -1,5 +1,9 @@
 //! What a sync did: per-folder counts, classified errors, totals, the verdict, and the exit code.
 //! Serialises to the `--report-json` file; `Display` prints imapsync-like statistics.
+//!
+//! Nothing secret lives here: the report names users and hosts, never passwords or tokens.
+
+use std::fmt;
 
 use serde::Serialize;
 
@@ -40,6 +44,52 @@ impl ErrorClass {
             ErrorClass::Incomplete => 30,
         }
     }
+
+    /// Importance of the class when several occurred; the most important one decides the exit code.
+    /// Lower is more important. The order is:
+    ///
+    /// 1. `Usage` (nothing could even start),
+    /// 2. `AuthHost1`, `AuthHost2`, `ConnectHost1`, `ConnectHost2` (the account could not be synced,
+    ///    or a side went away for good),
+    /// 3. `Quota` (actionable, and it explains the APPEND/CREATE refusals that follow it),
+    /// 4. `Create`, `Select` (whole folders not synced),
+    /// 5. `Fetch`, `Append` (single messages not copied),
+    /// 6. `Flags` (the message is there, some flags are not),
+    /// 7. `Incomplete` (messages missing with no error to explain it).
+    pub fn precedence(self) -> u8 {
+        match self {
+            ErrorClass::Usage => 0,
+            ErrorClass::AuthHost1 => 1,
+            ErrorClass::AuthHost2 => 2,
+            ErrorClass::ConnectHost1 => 3,
+            ErrorClass::ConnectHost2 => 4,
+            ErrorClass::Quota => 5,
+            ErrorClass::Create => 6,
+            ErrorClass::Select => 7,
+            ErrorClass::Fetch => 8,
+            ErrorClass::Append => 9,
+            ErrorClass::Flags => 10,
+            ErrorClass::Incomplete => 11,
+        }
+    }
+
+    /// Short lower-case name (the serde name), for the verdict line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Usage => "usage",
+            ErrorClass::AuthHost1 => "auth_host1",
+            ErrorClass::AuthHost2 => "auth_host2",
+            ErrorClass::ConnectHost1 => "connect_host1",
+            ErrorClass::ConnectHost2 => "connect_host2",
+            ErrorClass::Select => "select",
+            ErrorClass::Create => "create",
+            ErrorClass::Fetch => "fetch",
+            ErrorClass::Append => "append",
+            ErrorClass::Flags => "flags",
+            ErrorClass::Quota => "quota",
+            ErrorClass::Incomplete => "incomplete",
+        }
+    }
 }
 
 /// One counted error, with where it happened and the server's words.
@@ -51,4 +101,521 @@ pub struct SyncError {
     /// host1 UID, when the error belongs to one message.
     pub uid: Option<u32>,
     pub message: String,
+}
+
+impl SyncError {
+    /// An error of the whole account (login, mapping...).
+    pub fn account(class: ErrorClass, message: impl Into<String>) -> Self {
+        SyncError {
+            class,
+            folder: None,
+            uid: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error of one folder.
+    pub fn folder(class: ErrorClass, folder: &str, message: impl Into<String>) -> Self {
+        SyncError {
+            class,
+            folder: Some(folder.to_string()),
+            uid: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error of one message.
+    pub fn message(class: ErrorClass, folder: &str, uid: u32, message: impl Into<String>) -> Self {
+        SyncError {
+            class,
+            folder: Some(folder.to_string()),
+            uid: Some(uid),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.class.name())?;
+        if let Some(folder) = &self.folder {
+            write!(f, " folder {folder:?}")?;
+        }
+        if let Some(uid) = self.uid {
+            write!(f, " uid {uid}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Counts of one folder pair. In a dry run, `transferred`/`bytes`/`flags_updated` count what
+/// *would* have been done.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FolderReport {
+    /// host1 folder, decoded.
+    pub name1: String,
+    /// host2 folder, decoded.
+    pub name2: String,
+    /// The host2 folder was created by this run (or would be, in a dry run).
+    pub created: bool,
+    /// The folder was fully processed (selected, planned, executed), possibly with message errors.
+    pub synced: bool,
+    /// Messages in the host1 folder (EXISTS at EXAMINE).
+    pub host1_messages: u64,
+    /// Messages in the host2 folder before this run (EXISTS at SELECT).
+    pub host2_messages: u64,
+    /// Messages appended to host2.
+    pub transferred: u64,
+    /// Bytes appended to host2.
+    pub bytes: u64,
+    /// host1 messages already on host2.
+    pub skipped: u64,
+    /// host1 messages left out by a filter (max size, age).
+    pub skipped_filters: u64,
+    /// host2 messages whose flags were replaced by host1's.
+    pub flags_updated: u64,
+    /// Extra copies on host1 of a message already seen in the folder (same identity).
+    pub duplicates_host1: u64,
+    /// host1 messages expunged between listing and fetch (not an error).
+    pub vanished_host1: u64,
+    /// Copies whose flags host2 cannot keep (flags dropped, message copied).
+    pub flags_dropped: u64,
+    /// host1 messages (identified, not filtered) that are not on host2 at the end.
+    pub missing_on_host2: u64,
+    /// host2 messages with no host1 counterpart (kept).
+    pub only_on_host2: u64,
+    /// Errors counted in this folder (they are listed in `AccountReport::errors`).
+    pub errors: u64,
+    /// Reconnections needed for this folder.
+    pub reconnects: u32,
+    pub elapsed_secs: f64,
+}
+
+/// Sums over all folders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Folder pairs selected by the mapping.
+    pub folders: u64,
+    /// Folder pairs fully processed.
+    pub folders_synced: u64,
+    pub host1_messages: u64,
+    pub host2_messages: u64,
+    pub transferred: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub skipped_filters: u64,
+    pub flags_updated: u64,
+    pub duplicates_host1: u64,
+    pub vanished_host1: u64,
+    pub flags_dropped: u64,
+    pub missing_on_host2: u64,
+    pub only_on_host2: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+}
+
+impl Totals {
+    /// Sum the folder reports; `errors` is the length of the account's error list.
+    pub fn from_folders(folders: &[FolderReport], errors: usize) -> Totals {
+        let mut t = Totals {
+            folders: folders.len() as u64,
+            errors: errors as u64,
+            ..Totals::default()
+        };
+        for f in folders {
+            t.folders_synced += u64::from(f.synced);
+            t.host1_messages += f.host1_messages;
+            t.host2_messages += f.host2_messages;
+            t.transferred += f.transferred;
+            t.bytes += f.bytes;
+            t.skipped += f.skipped;
+            t.skipped_filters += f.skipped_filters;
+            t.flags_updated += f.flags_updated;
+            t.duplicates_host1 += f.duplicates_host1;
+            t.vanished_host1 += f.vanished_host1;
+            t.flags_dropped += f.flags_dropped;
+            t.missing_on_host2 += f.missing_on_host2;
+            t.only_on_host2 += f.only_on_host2;
+            t.reconnects += u64::from(f.reconnects);
+        }
+        t
+    }
+}
+
+/// The report of one account sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AccountReport {
+    pub user1: String,
+    pub user2: String,
+    /// `host:port` of host1.
+    pub host1: String,
+    /// `host:port` of host2.
+    pub host2: String,
+    /// Start time, RFC 3339.
+    pub started: String,
+    pub elapsed_secs: f64,
+    pub folders: Vec<FolderReport>,
+    pub totals: Totals,
+    pub errors: Vec<SyncError>,
+    pub dry_run: bool,
+    /// host2 folders (raw names) created by this run (in a dry run: that would be created).
+    pub created_folders: Vec<String>,
+}
+
+impl AccountReport {
+    /// Recompute `totals` from `folders` and `errors`.
+    pub fn finish_totals(&mut self) {
+        self.totals = Totals::from_folders(&self.folders, self.errors.len());
+    }
+
+    /// The most important error class present (see [`ErrorClass::precedence`]), or `Incomplete` when
+    /// there is no error but host1 messages are missing on host2; `None` when all is well.
+    pub fn worst_class(&self) -> Option<ErrorClass> {
+        let worst = self
+            .errors
+            .iter()
+            .map(|e| e.class)
+            .min_by_key(|c| c.precedence());
+        match worst {
+            Some(c) => Some(c),
+            None if self.missing_total() > 0 => Some(ErrorClass::Incomplete),
+            None => None,
+        }
+    }
+
+    /// 0 only when there is no error and nothing identified on host1 is missing on host2;
+    /// otherwise the exit code of the most important class ([`ErrorClass::precedence`]).
+    /// A dry run that would still copy messages therefore exits with `Incomplete` (30).
+    pub fn exit_code(&self) -> i32 {
+        self.worst_class().map_or(0, ErrorClass::exit_code)
+    }
+
+    /// Missing messages, from the folders (robust even if `totals` was not recomputed).
+    fn missing_total(&self) -> u64 {
+        self.folders.iter().map(|f| f.missing_on_host2).sum()
+    }
+
+    /// One line for humans and log scrapers: starts with `OK` or `FAILED`.
+    pub fn verdict(&self) -> String {
+        let missing = self.missing_total();
+        let dry = if self.dry_run { " (dry run)" } else { "" };
+        match self.worst_class() {
+            None => format!(
+                "OK{dry}: {} -> {}: all {} host1 messages are on host2, {} transferred, 0 errors",
+                self.user1,
+                self.user2,
+                self.folders.iter().map(|f| f.host1_messages).sum::<u64>(),
+                self.folders.iter().map(|f| f.transferred).sum::<u64>(),
+            ),
+            Some(worst) => {
+                let mut by_class: Vec<(ErrorClass, usize)> = Vec::new();
+                for e in &self.errors {
+                    match by_class.iter_mut().find(|(c, _)| *c == e.class) {
+                        Some((_, n)) => *n += 1,
+                        None => by_class.push((e.class, 1)),
+                    }
+                }
+                by_class.sort_by_key(|(c, _)| c.precedence());
+                let classes: Vec<String> = by_class
+                    .iter()
+                    .map(|(c, n)| format!("{} {n}", c.name()))
+                    .collect();
+                let detail = if classes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", classes.join(", "))
+                };
+                format!(
+                    "FAILED{dry} (exit {}, {}): {} -> {}: {} errors{detail}, {missing} host1 messages not on host2",
+                    worst.exit_code(),
+                    worst.name(),
+                    self.user1,
+                    self.user2,
+                    self.errors.len(),
+                )
+            }
+        }
+    }
+}
+
+/// Bytes as `N (x.y MiB)`.
+fn human_bytes(b: u64) -> String {
+    format!("{b} ({:.1} MiB)", b as f64 / (1024.0 * 1024.0))
+}
+
+/// How many errors the statistics block lists before eliding the rest.
+const ERRORS_SHOWN: usize = 50;
+
+impl fmt::Display for AccountReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = Totals::from_folders(&self.folders, self.errors.len());
+        let secs = self.elapsed_secs.max(1e-9);
+        writeln!(
+            f,
+            "++++ Statistics{}",
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "Transfer started on                     : {}",
+            self.started
+        )?;
+        writeln!(
+            f,
+            "Transfer time                           : {:.2} sec",
+            self.elapsed_secs
+        )?;
+        writeln!(
+            f,
+            "Host1                                   : {} on {}",
+            self.user1, self.host1
+        )?;
+        writeln!(
+            f,
+            "Host2                                   : {} on {}",
+            self.user2, self.host2
+        )?;
+        writeln!(
+            f,
+            "Folders synced                          : {}/{} synced",
+            t.folders_synced, t.folders
+        )?;
+        writeln!(
+            f,
+            "Messages on host1                       : {}",
+            t.host1_messages
+        )?;
+        writeln!(
+            f,
+            "Messages on host2 before                : {}",
+            t.host2_messages
+        )?;
+        writeln!(
+            f,
+            "Messages transferred                    : {}",
+            t.transferred
+        )?;
+        writeln!(f, "Messages skipped                        : {}", t.skipped)?;
+        writeln!(
+            f,
+            "Messages skipped by filters             : {}",
+            t.skipped_filters
+        )?;
+        writeln!(
+            f,
+            "Messages found duplicate on host1       : {}",
+            t.duplicates_host1
+        )?;
+        writeln!(
+            f,
+            "Messages vanished on host1              : {}",
+            t.vanished_host1
+        )?;
+        writeln!(
+            f,
+            "Messages with flags host2 cannot keep   : {}",
+            t.flags_dropped
+        )?;
+        writeln!(
+            f,
+            "Flags updated on host2                  : {}",
+            t.flags_updated
+        )?;
+        writeln!(
+            f,
+            "Messages found in host1 not in host2    : {} messages",
+            t.missing_on_host2
+        )?;
+        writeln!(
+            f,
+            "Messages found in host2 not in host1    : {} messages",
+            t.only_on_host2
+        )?;
+        writeln!(
+            f,
+            "Total bytes transferred                 : {}",
+            human_bytes(t.bytes)
+        )?;
+        writeln!(
+            f,
+            "Message rate                            : {:.1} messages/s",
+            t.transferred as f64 / secs
+        )?;
+        writeln!(
+            f,
+            "Average bandwidth rate                  : {:.2} MiB/s",
+            t.bytes as f64 / (1024.0 * 1024.0) / secs
+        )?;
+        writeln!(
+            f,
+            "Reconnections                           : {}",
+            t.reconnects
+        )?;
+        writeln!(f, "Detected {} errors", self.errors.len())?;
+        for e in self.errors.iter().take(ERRORS_SHOWN) {
+            writeln!(f, "  {e}")?;
+        }
+        if self.errors.len() > ERRORS_SHOWN {
+            writeln!(
+                f,
+                "  ... and {} more (see the JSON report)",
+                self.errors.len() - ERRORS_SHOWN
+            )?;
+        }
+        write!(f, "{}", self.verdict())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str, h1: u64, missing: u64) -> FolderReport {
+        FolderReport {
+            name1: name.into(),
+            name2: name.into(),
+            synced: true,
+            host1_messages: h1,
+            transferred: h1 - missing,
+            bytes: 100 * (h1 - missing),
+            missing_on_host2: missing,
+            ..FolderReport::default()
+        }
+    }
+
+    fn report(folders: Vec<FolderReport>, errors: Vec<SyncError>) -> AccountReport {
+        let mut r = AccountReport {
+            user1: "a".into(),
+            user2: "b".into(),
+            host1: "h1:143".into(),
+            host2: "h2:143".into(),
+            started: "2024-01-01T00:00:00+00:00".into(),
+            elapsed_secs: 2.0,
+            folders,
+            errors,
+            ..AccountReport::default()
+        };
+        r.finish_totals();
+        r
+    }
+
+    #[test]
+    fn clean_run_exits_zero() {
+        let r = report(vec![folder("INBOX", 10, 0)], vec![]);
+        assert_eq!(r.exit_code(), 0);
+        assert!(r.verdict().starts_with("OK"), "{}", r.verdict());
+    }
+
+    #[test]
+    fn missing_without_error_is_incomplete() {
+        let r = report(vec![folder("INBOX", 10, 1)], vec![]);
+        assert_eq!(r.exit_code(), 30);
+        assert!(r.verdict().starts_with("FAILED"));
+    }
+
+    #[test]
+    fn precedence_picks_most_important_class() {
+        let errs = |classes: &[ErrorClass]| -> Vec<SyncError> {
+            classes
+                .iter()
+                .map(|c| SyncError::folder(*c, "INBOX", "x"))
+                .collect()
+        };
+        use ErrorClass::*;
+        let cases: &[(&[ErrorClass], i32)] = &[
+            (&[Flags, Append], 23),
+            (&[Append, Quota], 25),
+            (&[Flags, Select, Append], 20),
+            (&[Create, Select], 21),
+            (&[Fetch, Append], 22),
+            (&[Quota, ConnectHost2], 13),
+            (&[ConnectHost2, AuthHost1], 10),
+            (&[AuthHost2, AuthHost1], 10),
+            (&[Flags], 24),
+            (&[Incomplete, Flags], 24),
+            (&[Usage, AuthHost1], 2),
+        ];
+        for (classes, code) in cases {
+            let r = report(vec![folder("INBOX", 3, 1)], errs(classes));
+            assert_eq!(r.exit_code(), *code, "{classes:?}");
+        }
+    }
+
+    #[test]
+    fn precedence_is_a_total_order() {
+        use ErrorClass::*;
+        let all = [
+            Usage,
+            AuthHost1,
+            AuthHost2,
+            ConnectHost1,
+            ConnectHost2,
+            Select,
+            Create,
+            Fetch,
+            Append,
+            Flags,
+            Quota,
+            Incomplete,
+        ];
+        let mut p: Vec<u8> = all.iter().map(|c| c.precedence()).collect();
+        p.sort();
+        p.dedup();
+        assert_eq!(p.len(), all.len());
+    }
+
+    #[test]
+    fn json_shape() {
+        let r = report(
+            vec![folder("INBOX", 2, 0)],
+            vec![SyncError::message(
+                ErrorClass::Append,
+                "INBOX",
+                7,
+                "APPEND refused: NO too big",
+            )],
+        );
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        for key in [
+            "user1",
+            "user2",
+            "host1",
+            "host2",
+            "started",
+            "elapsed_secs",
+            "folders",
+            "totals",
+            "errors",
+            "dry_run",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}: {v}");
+        }
+        assert_eq!(v["errors"][0]["class"], "append");
+        assert_eq!(v["errors"][0]["uid"], 7);
+        assert_eq!(v["errors"][0]["folder"], "INBOX");
+        assert_eq!(v["folders"][0]["name1"], "INBOX");
+        assert_eq!(v["folders"][0]["transferred"], 2);
+        assert_eq!(v["totals"]["errors"], 1);
+        assert_eq!(v["totals"]["folders_synced"], 1);
+        assert!(v["elapsed_secs"].is_f64());
+    }
+
+    #[test]
+    fn display_has_statistics_and_verdict_last() {
+        let r = report(vec![folder("INBOX", 4, 0)], vec![]);
+        let s = r.to_string();
+        assert!(
+            s.contains("Messages transferred                    : 4"),
+            "{s}"
+        );
+        assert!(
+            s.contains("Folders synced                          : 1/1"),
+            "{s}"
+        );
+        assert!(s.lines().last().unwrap().starts_with("OK"));
+    }
 }
