@@ -84,41 +84,49 @@ pub(crate) async fn sync_folder(
     let name1 = pair.name1.as_str();
     let carried = rep.transferred;
 
-    // host1 is only ever EXAMINEd: read-only, no \Recent or \Seen changes.
-    let info1 = p.s1.select(&pair.raw1, true).await.map_err(fail(
-        Side::Host1,
-        ErrorClass::Select,
-        name1,
-        "EXAMINE",
-    ))?;
-    rep.host1_messages = u64::from(info1.exists);
-    // Pessimistic until the plan says otherwise: if anything fails now, these are unaccounted for.
-    rep.missing_on_host2 = u64::from(info1.exists);
-    // In a dry run a folder still to be created has no host2 side yet; otherwise SELECT (EXAMINE when dry).
-    let info2 = if opts.dry_run && pair.create {
-        None
-    } else {
+    // Both sides are read at once (two sessions). host1 is only ever EXAMINEd: read-only, no
+    // \Recent or \Seen changes. In a dry run host2 is EXAMINEd too, and a folder still to be
+    // created has no host2 side yet.
+    let Pair { s1, s2 } = &mut *p;
+    let read1 = async {
+        let info = s1.select(&pair.raw1, true).await.map_err(fail(
+            Side::Host1,
+            ErrorClass::Select,
+            name1,
+            "EXAMINE",
+        ))?;
+        let msgs = read_side(s1, Side::Host1, info.exists, &opts.identity, name1).await?;
+        Ok::<_, Fail>((info, msgs))
+    };
+    let read2 = async {
+        if opts.dry_run && pair.create {
+            return Ok::<_, Fail>(None);
+        }
         let what = if opts.dry_run { "EXAMINE" } else { "SELECT" };
-        Some(p.s2.select(&pair.raw2, opts.dry_run).await.map_err(fail(
+        let info = s2.select(&pair.raw2, opts.dry_run).await.map_err(fail(
             Side::Host2,
             ErrorClass::Select,
             name1,
             what,
-        ))?)
+        ))?;
+        let msgs = read_side(s2, Side::Host2, info.exists, &opts.identity, name1).await?;
+        Ok(Some((info, msgs)))
     };
-    if rep.reconnects == 0 {
-        rep.host2_messages = info2.as_ref().map_or(0, |i| u64::from(i.exists));
-    }
-
-    let msgs1 = read_side(&mut p.s1, Side::Host1, info1.exists, &opts.identity, name1).await?;
-    let side1 = folder_side(&info1, msgs1);
-    let side2 = match &info2 {
-        Some(info) => folder_side(
-            info,
-            read_side(&mut p.s2, Side::Host2, info.exists, &opts.identity, name1).await?,
-        ),
+    let (r1, r2) = tokio::join!(read1, read2);
+    let (info1, msgs1) = r1?;
+    rep.host1_messages = u64::from(info1.exists);
+    // Pessimistic until the plan says otherwise: if host2 failed, these are unaccounted for.
+    rep.missing_on_host2 = u64::from(info1.exists);
+    let side2 = match r2? {
+        Some((info2, msgs2)) => {
+            if rep.reconnects == 0 {
+                rep.host2_messages = u64::from(info2.exists);
+            }
+            host2_side(&info2, msgs2)
+        }
         None => assumed_new_folder_side(),
     };
+    let side1 = folder_side(&info1, msgs1);
     let plan = plan_folder(&side1, &side2, &opts.plan);
     rep.host1_messages = side1.messages.len() as u64;
     rep.duplicates_host1 = duplicates(&side1.messages);
@@ -197,6 +205,16 @@ fn duplicates(msgs: &[MsgInfo]) -> u64 {
         *seen.entry(&m.key).or_default() += 1;
     }
     seen.values().map(|n| n - 1).sum()
+}
+
+/// host2's side. An EXAMINEd (read-only) mailbox reports `PERMANENTFLAGS ()` on Dovecot and others,
+/// which says nothing about what a write would keep: assume the usual set then (dry runs only).
+fn host2_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
+    let mut side = folder_side(info, messages);
+    if info.read_only && side.permanent_flags.as_ref().is_some_and(Vec::is_empty) {
+        side.permanent_flags = assumed_new_folder_side().permanent_flags;
+    }
+    side
 }
 
 fn folder_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
