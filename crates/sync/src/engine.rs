@@ -80,9 +80,9 @@ impl Default for SyncOptions {
             just_folders: false,
             just_login: false,
             connections: 4,
-            batch_messages: 200,
-            batch_bytes: 4 << 20,
-            in_flight_bytes: 24 << 20,
+            batch_messages: 100,
+            batch_bytes: 2 << 20,
+            in_flight_bytes: 12 << 20,
             max_reconnects: 3,
         }
     }
@@ -412,6 +412,13 @@ async fn run_folder(
     rep.errors = errors.len() as u64;
     rep.elapsed_secs = started.elapsed().as_secs_f64();
     (rep, errors)
+}
+
+/// The shared body budget in KiB permits: `in_flight_bytes`, at least one batch, at least 1 MiB.
+pub(crate) fn budget_kib(opts: &SyncOptions) -> u32 {
+    let bytes = opts.in_flight_bytes.max(opts.batch_bytes).max(1 << 20);
+    // tokio's semaphore holds at most usize::MAX >> 3 permits; stay far below.
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX >> 4)
 }
 
 /// Sync one account from `ep1` (host1, read-only) to `ep2` (host2). Never fails: every problem is a

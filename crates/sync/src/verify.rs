@@ -13,12 +13,14 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 
+use tokio::sync::Semaphore;
+
 use imapfleet_imap::{Endpoint, ImapError, MessageMeta, SelectInfo, Session};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::engine::{batches, connect_pair, map_account, Pair, Side, SyncOptions};
+use crate::engine::{batches, budget_kib, connect_pair, map_account, Pair, Side, SyncOptions};
 use crate::mapping::FolderPair;
 use crate::report::SyncError;
 
@@ -104,11 +106,14 @@ pub async fn verify_account(
     let queue: Mutex<VecDeque<(usize, FolderPair)>> =
         Mutex::new(map.pairs.iter().cloned().enumerate().collect());
     let n_workers = opts.connections.max(1).min(map.pairs.len().max(1));
+    let budget_kib = budget_kib(opts);
     let ctx = VCtx {
         ep1,
         ep2,
         opts,
         queue,
+        budget: Semaphore::new(budget_kib as usize),
+        budget_kib,
     };
     let mut first = Some(pair);
     let workers =
@@ -143,6 +148,9 @@ struct VCtx<'a> {
     ep2: &'a Endpoint,
     opts: &'a SyncOptions,
     queue: Mutex<VecDeque<(usize, FolderPair)>>,
+    /// Shared byte budget (KiB permits) for bodies held by all workers, as in the sync.
+    budget: Semaphore,
+    budget_kib: u32,
 }
 
 impl VCtx<'_> {
@@ -193,7 +201,7 @@ async fn vworker(
                     }
                 }
             };
-            match verify_folder(p, &fp, ctx.opts).await {
+            match verify_folder(p, &fp, ctx).await {
                 Ok(v) => {
                     fv = v;
                     break;
@@ -293,7 +301,7 @@ impl Storable {
 async fn verify_folder(
     p: &mut Pair,
     fp: &FolderPair,
-    opts: &SyncOptions,
+    ctx: &VCtx<'_>,
 ) -> Result<FolderVerify, VFail> {
     let mut fv = FolderVerify {
         name1: fp.name1.clone(),
@@ -315,10 +323,10 @@ async fn verify_folder(
     };
     let storable = info2.as_ref().map(Storable::from_select);
     let Pair { s1, s2 } = p;
-    let h1 = digest_side(s1, Side::Host1, info1.exists, opts, storable.as_ref());
+    let h1 = digest_side(s1, Side::Host1, info1.exists, ctx, storable.as_ref());
     let h2 = async {
         match &info2 {
-            Some(i) => digest_side(s2, Side::Host2, i.exists, opts, storable.as_ref()).await,
+            Some(i) => digest_side(s2, Side::Host2, i.exists, ctx, storable.as_ref()).await,
             None => Ok(Vec::new()),
         }
     };
@@ -340,7 +348,7 @@ async fn digest_side(
     s: &mut Session,
     side: Side,
     exists: u32,
-    opts: &SyncOptions,
+    ctx: &VCtx<'_>,
     storable: Option<&Storable>,
 ) -> Result<Vec<(Digest32, Seen)>, VFail> {
     if exists == 0 {
@@ -352,9 +360,18 @@ async fn digest_side(
         .await
         .map_err(vfail(side, "FETCH metadata"))?;
     let sizes: Vec<u64> = metas.iter().map(|m| u64::from(m.size)).collect();
+    let opts = ctx.opts;
     let batch_bytes = u64::try_from(opts.batch_bytes).unwrap_or(u64::MAX);
     let mut out = Vec::with_capacity(metas.len());
     for r in batches(&sizes, opts.batch_messages, batch_bytes) {
+        let estimate: u64 = sizes[r.clone()].iter().sum();
+        let kib = estimate.div_ceil(1024).clamp(1, u64::from(ctx.budget_kib));
+        // Held until this batch is hashed and dropped.
+        let _permit = ctx
+            .budget
+            .acquire_many(u32::try_from(kib).unwrap_or(ctx.budget_kib))
+            .await
+            .ok();
         let uids: Vec<u32> = metas[r.clone()].iter().map(|m| m.uid).collect();
         let bodies = s
             .fetch_bodies(&uids)
