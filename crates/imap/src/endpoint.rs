@@ -25,7 +25,9 @@ pub enum AuthMethod {
     /// SASL PLAIN; `authuser` (if any) is the authentication identity, `user` the authorization identity.
     Plain,
     /// XOAUTH2 with an access token read from this file at every connect.
-    XOAuth2 { token_file: PathBuf },
+    XOAuth2 {
+        token_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]

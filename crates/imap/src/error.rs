@@ -5,7 +5,10 @@
 pub enum ImapError {
     /// TCP connect / DNS failed.
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     /// TLS handshake or certificate verification failed.
     #[error("TLS with {addr} failed: {reason}")]
     Tls { addr: String, reason: String },
@@ -14,7 +17,11 @@ pub enum ImapError {
     Auth { user: String, reason: String },
     /// Tagged NO for a command. `code` is the response code text without brackets (e.g. `OVERQUOTA`, `LIMIT`).
     #[error("{command} refused: NO {}{text}", code.as_ref().map(|c| format!("[{c}] ")).unwrap_or_default())]
-    No { command: String, code: Option<String>, text: String },
+    No {
+        command: String,
+        code: Option<String>,
+        text: String,
+    },
     /// Tagged BAD for a command.
     #[error("{command} rejected: BAD {text}")]
     Bad { command: String, text: String },
@@ -35,7 +42,12 @@ pub enum ImapError {
 impl ImapError {
     /// True when the session is unusable and a reconnect may help.
     pub fn is_connection(&self) -> bool {
-        matches!(self, ImapError::ConnectionLost { .. } | ImapError::Timeout { .. } | ImapError::Connect { .. })
+        matches!(
+            self,
+            ImapError::ConnectionLost { .. }
+                | ImapError::Timeout { .. }
+                | ImapError::Connect { .. }
+        )
     }
 }
 

@@ -12,12 +12,14 @@
 //! - Bodies are fetched with `BODY.PEEK[]`: reading host1 never sets `\Seen`.
 //! - Secrets are held in [`Secret`] and never appear in `Debug`, logs or errors.
 
+mod conn;
 pub mod endpoint;
 pub mod error;
 pub mod mutf7;
 pub mod secret;
 pub mod session;
 pub mod types;
+mod wire;
 
 pub use endpoint::{AuthMethod, Endpoint, Security};
 pub use error::{ImapError, Result};

@@ -144,6 +144,12 @@ impl<T: Read + Write + Unpin + fmt::Debug + Send> Client<T> {
         }
     }
 
+    /// Turn this client into a [`Session`] without a LOGIN: after `* PREAUTH`, or when the caller
+    /// authenticated by its own commands (imapfleet patch).
+    pub fn into_session(self) -> Session<T> {
+        Session::new(self.conn)
+    }
+
     /// Convert this Client into the raw underlying stream.
     pub fn into_inner(self) -> T {
         let Self { conn, .. } = self;
@@ -1184,8 +1190,12 @@ impl<T: Read + Write + Unpin + fmt::Debug + Send> Session<T> {
             return Err(Error::Append);
         };
 
-        self.stream.as_mut().write_all(content).await?;
-        self.stream.as_mut().write_all(b"\r\n").await?;
+        // imapfleet patch: the literal and its CRLF in one write (a lone 2-byte write waits for a
+        // delayed ACK under Nagle: about 40 ms per message).
+        let mut buf = Vec::with_capacity(content.len() + 2);
+        buf.extend_from_slice(content);
+        buf.extend_from_slice(b"\r\n");
+        self.stream.as_mut().write_all(&buf).await?;
         self.stream.flush().await?;
         self.conn
             .check_done_ok(&id, Some(self.unsolicited_responses_tx.clone()))
@@ -1503,8 +1513,15 @@ impl<T: Read + Write + Unpin + fmt::Debug> Connection<T> {
         use imap_proto::Status;
         match status {
             Status::Ok => Ok(()),
-            Status::Bad => Err(Error::Bad(format!("code: {code:?}, info: {information:?}"))),
-            Status::No => Err(Error::No(format!("code: {code:?}, info: {information:?}"))),
+            // imapfleet patch: `[CODE] text` as the server wrote it, not Debug output.
+            Status::Bad => Err(Error::Bad(extensions::append::format_outcome(
+                code,
+                information,
+            ))),
+            Status::No => Err(Error::No(extensions::append::format_outcome(
+                code,
+                information,
+            ))),
             _ => Err(Error::Io(io::Error::other(format!(
                 "status: {status:?}, code: {code:?}, information: {information:?}"
             )))),

@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 
@@ -34,6 +35,14 @@ pub struct ImapStream<R: Read + Write> {
     /// and `poll_next()` does not read
     /// from the underlying stream.
     read_closed: bool,
+
+    /// Responses read ahead (e.g. while waiting for a literal continuation) and handed out
+    /// before anything new is read (imapfleet patch).
+    pending: VecDeque<ResponseData>,
+
+    /// Complete untagged lines imap-proto could not parse, set aside instead of ending the stream
+    /// (imapfleet patch: e.g. `* NAMESPACE`). Callers drain them with [`ImapStream::take_unparsed`].
+    unparsed: Vec<Vec<u8>>,
 }
 
 impl<R: Read + Write + Unpin> ImapStream<R> {
@@ -44,14 +53,24 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
             buffer: Buffer::new(),
             decode_needs: 0,
             read_closed: false,
+            pending: VecDeque::new(),
+            unparsed: Vec::new(),
         }
     }
 
     pub async fn encode(&mut self, msg: Request) -> Result<(), io::Error> {
+        // imapfleet patch: never log the command text, it may hold a password (LOGIN) or a SASL
+        // response (AUTHENTICATE); only the tag, the first word and the length.
         log::trace!(
-            "encode: input: {:?}, {:?}",
+            "encode: tag {:?}, verb {:?}, {} bytes",
             msg.0,
-            std::str::from_utf8(&msg.1)
+            if msg.0.is_some() {
+                std::str::from_utf8(msg.1.split(|b| *b == b' ').next().unwrap_or_default())
+                    .unwrap_or("?")
+            } else {
+                "(continuation)"
+            },
+            msg.1.len()
         );
 
         if let Some(tag) = msg.0 {
@@ -79,6 +98,31 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
         self.inner
     }
 
+    /// Complete untagged lines that imap-proto could not parse since the last call, in order
+    /// (imapfleet patch).
+    pub fn take_unparsed(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.unparsed)
+    }
+
+    /// Put responses back: they are handed out, in order, before anything new is read
+    /// (imapfleet patch).
+    pub fn push_pending(&mut self, responses: impl IntoIterator<Item = ResponseData>) {
+        self.pending.extend(responses);
+    }
+
+    /// Bytes received but not yet handed out as a response (imapfleet patch: after STARTTLS this
+    /// must be zero, else the server, or someone in between, injected plaintext).
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.used() + self.pending.len()
+    }
+
+    /// Reads the next response without looking at the pending queue (imapfleet patch).
+    pub(crate) async fn next_fresh(&mut self) -> io::Result<Option<ResponseData>> {
+        futures_util::future::poll_fn(|cx| Pin::new(&mut *self).poll_fresh(cx))
+            .await
+            .transpose()
+    }
+
     /// Flushes the underlying stream.
     pub async fn flush(&mut self) -> Result<(), io::Error> {
         self.inner.flush().await
@@ -92,52 +136,82 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
     ///
     /// Returns `None` if the buffer does not contain enough data.
     fn decode(&mut self) -> io::Result<Option<ResponseData>> {
-        if self.buffer.used() < self.decode_needs {
-            // We know that there is not enough data to decode anything
-            // from previous attempts.
-            return Ok(None);
+        /// Why a decode attempt gave nothing (imapfleet patch: `Unparsable` is new).
+        enum Failed {
+            Incomplete,
+            Unparsable(io::Error),
         }
-
-        let block = self.buffer.take_block();
-        // Be aware, now self.buffer is invalid until block is returned or reset!
-
-        let res = ResponseData::try_new_or_recover(block, |buf| {
-            let buf = &buf[..self.buffer.used()];
-            log::trace!("decode: input: {:?}", std::str::from_utf8(buf));
-            match imap_proto::Response::parse(buf) {
-                Ok((remaining, response)) => {
-                    // TODO: figure out if we can use a minimum required size for a response.
-                    self.decode_needs = 0;
-                    self.buffer.reset_with_data(remaining);
-                    Ok(response)
-                }
-                Err(nom::Err::Incomplete(Needed::Size(min))) => {
-                    log::trace!("decode: incomplete data, need minimum {min} bytes");
-                    self.decode_needs = self.buffer.used() + usize::from(min);
-                    Err(None)
-                }
-                Err(nom::Err::Incomplete(_)) => {
-                    log::trace!("decode: incomplete data, need unknown number of bytes");
-                    self.decode_needs = 0;
-                    Err(None)
-                }
-                Err(other) => {
-                    self.decode_needs = 0;
-                    Err(Some(io::Error::other(format!(
-                        "{:?} during parsing of {:?}",
-                        other,
-                        String::from_utf8_lossy(buf)
-                    ))))
-                }
+        loop {
+            if self.buffer.used() < self.decode_needs {
+                // We know that there is not enough data to decode anything
+                // from previous attempts.
+                return Ok(None);
             }
-        });
-        match res {
-            Ok(response) => Ok(Some(response)),
-            Err((heads, err)) => {
-                self.buffer.return_block(heads);
-                match err {
-                    Some(err) => Err(err),
-                    None => Ok(None),
+
+            let block = self.buffer.take_block();
+            // Be aware, now self.buffer is invalid until block is returned or reset!
+
+            let res = ResponseData::try_new_or_recover(block, |buf| {
+                let buf = &buf[..self.buffer.used()];
+                log::trace!("decode: {} bytes buffered", buf.len());
+                match imap_proto::Response::parse(buf) {
+                    Ok((remaining, response)) => {
+                        // TODO: figure out if we can use a minimum required size for a response.
+                        self.decode_needs = 0;
+                        let len = buf.len() - remaining.len();
+                        self.buffer.reset_with_data(remaining);
+                        Ok(crate::types::ParsedResponse { response, len })
+                    }
+                    Err(nom::Err::Incomplete(Needed::Size(min))) => {
+                        log::trace!("decode: incomplete data, need minimum {min} bytes");
+                        self.decode_needs = self.buffer.used() + usize::from(min);
+                        Err(Failed::Incomplete)
+                    }
+                    Err(nom::Err::Incomplete(_)) => {
+                        log::trace!("decode: incomplete data, need unknown number of bytes");
+                        self.decode_needs = 0;
+                        Err(Failed::Incomplete)
+                    }
+                    Err(other) => {
+                        self.decode_needs = 0;
+                        // imapfleet patch: the error shows at most 200 bytes of what could not
+                        // be parsed, not the whole buffer (which may hold a message body).
+                        let shown = &buf[..buf.len().min(200)];
+                        Err(Failed::Unparsable(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "cannot parse server response {:?}: {:?}",
+                                String::from_utf8_lossy(shown),
+                                other.map_input(|i| i.len())
+                            ),
+                        )))
+                    }
+                }
+            });
+            match res {
+                Ok(response) => return Ok(Some(response)),
+                Err((heads, Failed::Incomplete)) => {
+                    self.buffer.return_block(heads);
+                    return Ok(None);
+                }
+                Err((heads, Failed::Unparsable(err))) => {
+                    self.buffer.return_block(heads);
+                    // imapfleet patch: a complete untagged line that imap-proto cannot parse
+                    // (e.g. `* NAMESPACE ...`) is set aside for the caller instead of ending the
+                    // stream; an incomplete one waits for more data.
+                    let buf = &self.buffer.block[..self.buffer.used()];
+                    if buf.first() != Some(&b'*') {
+                        return Err(err);
+                    }
+                    match complete_line_len(buf) {
+                        Some(len) => {
+                            log::debug!("decode: setting aside an unparsable line of {len} bytes");
+                            self.unparsed.push(buf[..len].to_vec());
+                            let rest = buf[len..].to_vec();
+                            self.buffer.reset_with_data(&rest);
+                        }
+                        None => return Ok(None),
+                    }
                 }
             }
         }
@@ -186,6 +260,33 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
             if let Some(response) = this.decode()? {
                 return Poll::Ready(Some(Ok(response)));
             }
+        }
+    }
+}
+
+/// Length of the first line of `buf` including its CRLF, skipping over literals (`{n}` or `~{n}`
+/// right before a CRLF); `None` when the line is not complete yet (imapfleet patch).
+fn complete_line_len(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let nl = buf[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
+        let line = &buf[..nl];
+        let literal_len = line.strip_suffix(b"}").and_then(|l| {
+            let open = l.iter().rposition(|b| *b == b'{')?;
+            let digits = l[open + 1..].strip_suffix(b"+").unwrap_or(&l[open + 1..]);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || open < pos {
+                return None;
+            }
+            std::str::from_utf8(digits).ok()?.parse::<usize>().ok()
+        });
+        match literal_len {
+            Some(n) => {
+                pos = nl.checked_add(2)?.checked_add(n)?;
+                if pos > buf.len() {
+                    return None;
+                }
+            }
+            None => return Some(nl + 2),
         }
     }
 }
@@ -329,6 +430,19 @@ impl<R: Read + Write + Unpin> Stream for ImapStream<R> {
     type Item = io::Result<ResponseData>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(response) = self.pending.pop_front() {
+            return Poll::Ready(Some(Ok(response)));
+        }
+        self.poll_fresh(cx)
+    }
+}
+
+impl<R: Read + Write + Unpin> ImapStream<R> {
+    /// `poll_next` without the pending queue.
+    fn poll_fresh(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<ResponseData>>> {
         if self.read_closed {
             return Poll::Ready(None);
         }

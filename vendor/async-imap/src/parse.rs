@@ -113,10 +113,16 @@ pub(crate) async fn parse_status<T: Stream<Item = io::Result<ResponseData>> + Un
                         break;
                     }
                     Status::Bad => {
-                        return Err(Error::Bad(format!("outcome: {outcome:?}")));
+                        return Err(Error::Bad(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     Status::No => {
-                        return Err(Error::No(format!("outcome: {outcome:?}")));
+                        return Err(Error::No(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     _ => {
                         return Err(Error::Io(io::Error::other(format!(
@@ -245,10 +251,16 @@ pub(crate) async fn parse_mailbox<T: Stream<Item = io::Result<ResponseData>> + U
                         break;
                     }
                     Status::Bad => {
-                        return Err(Error::Bad(format!("outcome: {outcome:?}")));
+                        return Err(Error::Bad(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     Status::No => {
-                        return Err(Error::No(format!("outcome: {outcome:?}")));
+                        return Err(Error::No(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     _ => {
                         return Err(Error::Io(io::Error::other(format!(
@@ -285,10 +297,16 @@ pub(crate) async fn parse_mailbox<T: Stream<Item = io::Result<ResponseData>> + U
                         }
                     }
                     Status::Bad => {
-                        return Err(Error::Bad(format!("outcome: {outcome:?}")));
+                        return Err(Error::Bad(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     Status::No => {
-                        return Err(Error::No(format!("outcome: {outcome:?}")));
+                        return Err(Error::No(crate::extensions::append::format_outcome(
+                            outcome.code.as_ref(),
+                            outcome.information.as_deref(),
+                        )));
                     }
                     _ => {
                         return Err(Error::Io(io::Error::other(format!(
@@ -434,7 +452,10 @@ mod tests {
                 ResponseData::try_new(block, |bytes| -> io::Result<_> {
                     let (remaining, response) = imap_proto::Response::parse(bytes).unwrap();
                     assert_eq!(remaining.len(), 0);
-                    Ok(response)
+                    Ok(crate::types::ParsedResponse {
+                        response,
+                        len: bytes.len(),
+                    })
                 })
             })
             .collect()
