@@ -1080,6 +1080,13 @@ impl Session {
         Ok(())
     }
 
+    /// DELETE with the raw name (as listed).
+    pub async fn delete(&mut self, raw_name: &str) -> Result<()> {
+        let parts = [text("DELETE "), wire::mailbox_arg(raw_name)?];
+        self.exec("DELETE", &parts, ignore).await?;
+        Ok(())
+    }
+
     /// SELECT (or EXAMINE when `read_only`). Uses `(CONDSTORE)` when offered so HIGHESTMODSEQ comes back.
     pub async fn select(&mut self, raw_name: &str, read_only: bool) -> Result<SelectInfo> {
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
