@@ -6,8 +6,22 @@
 //! normalisation, `--automap`, `--f1f2`, re-join with host2's separator (a host2 separator inside a
 //! component is replaced, see [`SEPARATOR_REPLACEMENT`]), `--subfolder2`, host2 prefix, `--regextrans2`
 //! (in order, on the full host2 name). The result is then encoded to canonical mUTF-7 for host2.
+//!
+//! Examples (host1 -> host2): `Clients.Acme` on a `.` server -> `Clients/Acme` on a `/` server;
+//! `INBOX/COMPTA` and `Archives` without prefix -> `INBOX.COMPTA` and `INBOX.Archives` under a
+//! Courier-style `INBOX.` prefix (never `INBOX.INBOX.COMPTA`); `INBOX.Sent` under `INBOX.` ->
+//! `Sent` on a server without prefix; `Jim / John` on a `.` server -> `Jim _ John` on a `/` server.
+//! The policy decisions (f1f2, subfolder2, control characters, automap ties) are listed on
+//! [`map_folders`]; folders that end up sharing one host2 name are reported by
+//! [`FolderMap::merged_targets`].
 
-use imapfleet_imap::{MailboxEntry, Namespaces, SpecialUse};
+mod localized;
+mod regextrans;
+
+use imapfleet_imap::{mutf7, MailboxEntry, Namespaces, SpecialUse};
+use regex::Regex;
+
+pub use regextrans::RegexTrans;
 
 /// What a host2 separator found inside a host1 name component is replaced with.
 /// (Documented rule: `/` inside a name on a `/` server becomes `_`; likewise `.` on a `.` server.)
@@ -25,13 +39,84 @@ pub struct SideFacts {
 
 impl SideFacts {
     /// Derive from NAMESPACE and LIST, with optional overrides.
+    ///
+    /// Separator: the override, else the personal namespace's, else the first LIST entry's, else
+    /// `.`. Prefix: the override, else the personal namespace's (decoded from mUTF-7). A non-empty
+    /// prefix that does not end with the separator gets it appended (`INBOX` -> `INBOX.`).
     pub fn from_server(
         ns: &Namespaces,
         folders: Vec<MailboxEntry>,
         sep_override: Option<char>,
         prefix_override: Option<String>,
     ) -> SideFacts {
-        todo!("{ns:?}{folders:?}{sep_override:?}{prefix_override:?}")
+        let personal = ns.personal.first();
+        let separator = sep_override
+            .or_else(|| personal.and_then(|n| n.delimiter))
+            .or_else(|| folders.iter().find_map(|f| f.delimiter))
+            .unwrap_or('.');
+        let mut prefix = prefix_override
+            .or_else(|| {
+                personal.map(|n| mutf7::decode(&n.prefix).unwrap_or_else(|| n.prefix.clone()))
+            })
+            .unwrap_or_default();
+        if !prefix.is_empty() && !prefix.ends_with(separator) {
+            prefix.push(separator);
+        }
+        SideFacts {
+            separator: Some(separator),
+            prefix,
+            folders,
+        }
+    }
+
+    /// The separator, `.` when unknown.
+    pub fn sep(&self) -> char {
+        self.separator.unwrap_or('.')
+    }
+
+    /// The prefix as path components (`INBOX.` -> `["INBOX"]`, `` -> `[]`).
+    fn prefix_components(&self) -> Vec<String> {
+        let trimmed = self.prefix.strip_suffix(self.sep()).unwrap_or(&self.prefix);
+        if trimmed.is_empty() {
+            return Vec::new();
+        }
+        trimmed.split(self.sep()).map(str::to_owned).collect()
+    }
+
+    /// A full decoded name as components relative to the personal prefix, INBOX in upper case.
+    ///
+    /// `INBOX.Sent` under prefix `INBOX.` -> `["Sent"]`; `Inbox/Status` without prefix ->
+    /// `["INBOX", "Status"]`; `INBOX` -> `["INBOX"]` whatever the prefix.
+    fn relative_components(&self, name: &str) -> Vec<String> {
+        let rel = strip_prefix(name, &self.prefix);
+        let mut comps: Vec<String> = rel.split(self.sep()).map(str::to_owned).collect();
+        if is_inbox(&comps[0]) {
+            comps[0] = INBOX.to_owned();
+        }
+        comps
+    }
+
+    /// Full name from components relative to the prefix: the prefix is added unless the
+    /// components already start with it, and never to INBOX itself.
+    fn full_name(&self, comps: &[String]) -> String {
+        let joined = comps.join(&self.sep().to_string());
+        let prefix = self.prefix_components();
+        let already_prefixed = comps.len() >= prefix.len()
+            && prefix.iter().zip(comps).all(|(p, c)| same_component(p, c));
+        if (comps.len() == 1 && comps[0] == INBOX) || already_prefixed {
+            joined
+        } else {
+            format!("{}{joined}", self.prefix)
+        }
+    }
+
+    /// The listed entry with this decoded name (INBOX in any case).
+    fn find(&self, name: &str) -> Option<&MailboxEntry> {
+        if is_inbox(name) {
+            self.folders.iter().find(|f| is_inbox(&f.name))
+        } else {
+            self.folders.iter().find(|f| f.name == name)
+        }
     }
 }
 
@@ -86,12 +171,370 @@ pub enum MappingError {
     #[error("bad --regextrans2 {expr:?}: {reason}")]
     BadRegextrans { expr: String, reason: String },
     #[error("bad regex {expr:?} in {option}: {reason}")]
-    BadRegex { option: &'static str, expr: String, reason: String },
+    BadRegex {
+        option: &'static str,
+        expr: String,
+        reason: String,
+    },
     #[error("bad --f1f2 {0:?}: expected a=b")]
     BadF1f2(String),
 }
 
-/// Map host1's folders to host2.
-pub fn map_folders(h1: &SideFacts, h2: &SideFacts, opts: &MappingOptions) -> Result<FolderMap, MappingError> {
-    todo!("{h1:?}{h2:?}{opts:?}")
+impl FolderMap {
+    /// host2 names that several host1 folders map to (they would be merged), with the host1
+    /// names, in host1 order. Automatic rules avoid this where they can (see [`map_folders`]);
+    /// explicit ones (`--f1f2`, `--regextrans2`) may ask for it. An executor should at least
+    /// warn, and must not let `--delete2` of one source delete the other source's messages.
+    pub fn merged_targets(&self) -> Vec<(String, Vec<String>)> {
+        let mut merged: Vec<(String, Vec<String>)> = Vec::new();
+        for pair in &self.pairs {
+            match merged
+                .iter_mut()
+                .find(|(name2, _)| same_name(name2, &pair.name2))
+            {
+                Some((_, sources)) => sources.push(pair.name1.clone()),
+                None => merged.push((pair.name2.clone(), vec![pair.name1.clone()])),
+            }
+        }
+        merged.retain(|(_, sources)| sources.len() > 1);
+        merged
+    }
 }
+
+/// Parse one `--f1f2 a=b` argument (split at the first `=`; both sides non-empty).
+pub fn parse_f1f2(arg: &str) -> Result<(String, String), MappingError> {
+    match arg.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(MappingError::BadF1f2(arg.to_owned())),
+    }
+}
+
+/// Map host1's folders to host2.
+///
+/// Policies beyond the module doc:
+/// - `--f1f2 a=b` names the complete decoded host2 folder: `b` is used as is (no separator
+///   change, `--subfolder2`, prefix or `--regextrans2`), like imapsync.
+/// - `--subfolder2 X` puts INBOX at `X` itself and every other folder under `X` (imapsync).
+/// - A control character (TAB, CR, ...) in a host1 component becomes a space and trailing spaces
+///   of that component go (`Da\tOggetto\t` -> `Da Oggetto`): servers refuse such names.
+/// - `--automap` maps a host1 special folder and its subfolders (`Sent/2019` -> `Sent/2019` on
+///   host2's Sent). Names count only at the top level (after the prefix) and only for classes
+///   host1 marks with no attribute at all. The host2 target is its folder with that attribute,
+///   else the same-named folder if its name is of that class, else the first folder whose name is
+///   of the class; with none, no automap. Each host2 special folder takes one host1 folder: those
+///   with the attribute first, then by name, in host1 order; the others keep their own names.
+pub fn map_folders(
+    h1: &SideFacts,
+    h2: &SideFacts,
+    opts: &MappingOptions,
+) -> Result<FolderMap, MappingError> {
+    let rules = Rules::compile(opts)?;
+    let automap = if opts.automap {
+        AutoMap::build(h1, h2)
+    } else {
+        AutoMap::default()
+    };
+    let pairs: Vec<FolderPair> = h1
+        .folders
+        .iter()
+        .filter(|e| !e.noselect && rules.selects(&e.name))
+        .map(|e| {
+            let name2 = map_name(e, h1, h2, &rules, &automap);
+            make_pair(e, name2, h2)
+        })
+        .collect();
+    let creates = creates_for(&pairs, h2);
+    Ok(FolderMap { pairs, creates })
+}
+
+const INBOX: &str = "INBOX";
+
+fn is_inbox(name: &str) -> bool {
+    name.eq_ignore_ascii_case(INBOX)
+}
+
+/// Two host2 names that designate the same folder (INBOX is case-insensitive).
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || (is_inbox(a) && is_inbox(b))
+}
+
+fn same_component(a: &str, b: &str) -> bool {
+    same_name(a, b)
+}
+
+/// `name` without `prefix` (whose INBOX part matches in any case); `name` itself when it does
+/// not start with the prefix or is the prefix.
+fn strip_prefix<'a>(name: &'a str, prefix: &str) -> &'a str {
+    if prefix.is_empty() || name.len() <= prefix.len() || !name.is_char_boundary(prefix.len()) {
+        return name;
+    }
+    let (head, rest) = name.split_at(prefix.len());
+    let inbox_len = INBOX.len().min(prefix.len());
+    let matches = if is_inbox(&prefix[..inbox_len]) && prefix.is_char_boundary(inbox_len) {
+        head[..inbox_len].eq_ignore_ascii_case(&prefix[..inbox_len])
+            && head[inbox_len..] == prefix[inbox_len..]
+    } else {
+        head == prefix
+    };
+    if matches {
+        rest
+    } else {
+        name
+    }
+}
+
+/// The options, validated and compiled.
+struct Rules<'a> {
+    opts: &'a MappingOptions,
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+    trans: Vec<RegexTrans>,
+}
+
+impl<'a> Rules<'a> {
+    fn compile(opts: &'a MappingOptions) -> Result<Rules<'a>, MappingError> {
+        Ok(Rules {
+            opts,
+            include: compile_all("--include", &opts.include)?,
+            exclude: compile_all("--exclude", &opts.exclude)?,
+            trans: opts
+                .regextrans2
+                .iter()
+                .map(|e| RegexTrans::parse(e))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// `--folder`, `--include`, `--exclude` on the decoded host1 name.
+    fn selects(&self, name1: &str) -> bool {
+        let listed =
+            self.opts.folders.is_empty() || self.opts.folders.iter().any(|f| same_name(f, name1));
+        let included = self.include.is_empty() || self.include.iter().any(|r| r.is_match(name1));
+        listed && included && !self.exclude.iter().any(|r| r.is_match(name1))
+    }
+
+    fn f1f2(&self, name1: &str) -> Option<&str> {
+        self.opts
+            .f1f2
+            .iter()
+            .find(|(a, _)| same_name(a, name1))
+            .map(|(_, b)| b.as_str())
+    }
+}
+
+fn compile_all(option: &'static str, exprs: &[String]) -> Result<Vec<Regex>, MappingError> {
+    exprs
+        .iter()
+        .map(|e| {
+            Regex::new(e).map_err(|err| MappingError::BadRegex {
+                option,
+                expr: e.clone(),
+                reason: err.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The decoded host2 name of one host1 folder: the pipeline of the module doc.
+fn map_name(
+    entry: &MailboxEntry,
+    h1: &SideFacts,
+    h2: &SideFacts,
+    rules: &Rules,
+    automap: &AutoMap,
+) -> String {
+    if let Some(name2) = rules.f1f2(&entry.name) {
+        return name2.to_owned();
+    }
+    let comps1 = h1.relative_components(&entry.name);
+    let comps = automap.remap(&comps1).unwrap_or(comps1);
+    let mut comps: Vec<String> = comps.iter().map(|c| host2_component(c, h2.sep())).collect();
+    if let Some(sub) = &rules.opts.subfolder2 {
+        comps = under_subfolder(sub, comps, h2.sep());
+    }
+    let name2 = h2.full_name(&comps);
+    rules.trans.iter().fold(name2, |name, t| t.apply(&name))
+}
+
+/// One host1 component made fit for host2: control characters become spaces (then trailing
+/// spaces go), host2's separator becomes [`SEPARATOR_REPLACEMENT`], an empty component becomes
+/// [`SEPARATOR_REPLACEMENT`] too (`a..b` would be an invalid name).
+fn host2_component(comp: &str, sep2: char) -> String {
+    let mut out: String = comp
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out != comp {
+        out.truncate(out.trim_end().len());
+    }
+    let out = out.replace(sep2, &SEPARATOR_REPLACEMENT.to_string());
+    if out.is_empty() {
+        SEPARATOR_REPLACEMENT.to_string()
+    } else {
+        out
+    }
+}
+
+/// `--subfolder2 X`: INBOX becomes `X`, everything else goes below `X`.
+fn under_subfolder(sub: &str, comps: Vec<String>, sep2: char) -> Vec<String> {
+    let mut out: Vec<String> = sub
+        .split(sep2)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !(comps.len() == 1 && comps[0] == INBOX) {
+        out.extend(comps);
+    }
+    out
+}
+
+fn make_pair(entry: &MailboxEntry, name2: String, h2: &SideFacts) -> FolderPair {
+    let listed = h2.find(&name2);
+    let raw2 = match listed {
+        Some(e) => e.raw_name.clone(),
+        None if is_inbox(&name2) => INBOX.to_owned(),
+        None => mutf7::encode(&name2),
+    };
+    // INBOX always exists; a folder host2 lists as \Noselect exists only as a hierarchy node.
+    let create = !is_inbox(&name2) && listed.is_none_or(|e| e.noselect);
+    FolderPair {
+        raw1: entry.raw_name.clone(),
+        name1: entry.name.clone(),
+        name2,
+        raw2,
+        create,
+        special_use: entry.special_use,
+    }
+}
+
+/// Every folder to CREATE on host2: for each pair to create, its missing ancestors (shortest
+/// first), then itself; each once. Ancestors host2 lists (even `\Noselect`), INBOX and the
+/// namespace prefix itself are never created.
+fn creates_for(pairs: &[FolderPair], h2: &SideFacts) -> Vec<String> {
+    let sep = h2.sep();
+    let mut creates: Vec<String> = Vec::new();
+    for pair in pairs.iter().filter(|p| p.create) {
+        let comps: Vec<&str> = pair.name2.split(sep).collect();
+        for n in 1..comps.len() {
+            let ancestor = comps[..n].join(&sep.to_string());
+            let is_prefix = h2.prefix.starts_with(&format!("{ancestor}{sep}"));
+            if ancestor.is_empty()
+                || is_inbox(&ancestor)
+                || is_prefix
+                || h2.find(&ancestor).is_some()
+            {
+                continue;
+            }
+            push_unique(&mut creates, mutf7::encode(&ancestor));
+        }
+        push_unique(&mut creates, pair.raw2.clone());
+    }
+    creates
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// `--automap`: host1 special folders (as components relative to host1's prefix) and the host2
+/// folder each goes to (as components relative to host2's prefix).
+#[derive(Debug, Default)]
+struct AutoMap {
+    roots: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl AutoMap {
+    fn build(h1: &SideFacts, h2: &SideFacts) -> AutoMap {
+        let attributed: Vec<SpecialUse> = h1.folders.iter().filter_map(|e| e.special_use).collect();
+        // (tier, host1 components, class): attribute = tier 0, localized name = tier 1.
+        let mut candidates: Vec<(u8, Vec<String>, SpecialUse)> = Vec::new();
+        for entry in &h1.folders {
+            let comps = h1.relative_components(&entry.name);
+            if comps.len() == 1 && comps[0] == INBOX {
+                continue;
+            }
+            let by_name = || {
+                let class = (comps.len() == 1)
+                    .then(|| localized::class_of(&comps[0]))
+                    .flatten()?;
+                (!attributed.contains(&class)).then_some(class)
+            };
+            match entry.special_use {
+                Some(class) => candidates.push((0, comps, class)),
+                None => {
+                    if let Some(class) = by_name() {
+                        candidates.push((1, comps, class));
+                    }
+                }
+            }
+        }
+        candidates.sort_by_key(|(tier, _, _)| *tier); // stable: host1 order within a tier
+        let mut map = AutoMap::default();
+        let mut taken: Vec<Vec<String>> = Vec::new();
+        for (_, comps1, class) in candidates {
+            let plain: Vec<String> = comps1
+                .iter()
+                .map(|c| host2_component(c, h2.sep()))
+                .collect();
+            let Some(target) = host2_target(h2, class, &plain) else {
+                continue;
+            };
+            if !taken.contains(&target) {
+                taken.push(target.clone());
+                map.roots.push((comps1, target));
+            }
+        }
+        map
+    }
+
+    /// The host2 components for host1 components at or below a special folder.
+    fn remap(&self, comps1: &[String]) -> Option<Vec<String>> {
+        let (root, target) = self
+            .roots
+            .iter()
+            .filter(|(root, _)| comps1.starts_with(root))
+            .max_by_key(|(root, _)| root.len())?;
+        Some(
+            target
+                .iter()
+                .chain(&comps1[root.len()..])
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// host2's folder of `class`, as components relative to host2's prefix (see [`map_folders`]).
+fn host2_target(h2: &SideFacts, class: SpecialUse, plain: &[String]) -> Option<Vec<String>> {
+    let usable = |e: &&MailboxEntry| {
+        !e.noselect && !is_inbox(&e.name) && e.special_use.is_none_or(|c| c == class)
+    };
+    let named_of_class = |e: &&MailboxEntry| {
+        let comps = h2.relative_components(&e.name);
+        (comps.len() == 1 && localized::class_of(&comps[0]) == Some(class)).then_some(comps)
+    };
+    let by_attribute = h2
+        .folders
+        .iter()
+        .filter(usable)
+        .find(|e| e.special_use == Some(class));
+    if let Some(e) = by_attribute {
+        return Some(h2.relative_components(&e.name));
+    }
+    let candidates: Vec<Vec<String>> = h2
+        .folders
+        .iter()
+        .filter(usable)
+        .filter_map(|e| named_of_class(&e))
+        .collect();
+    candidates
+        .iter()
+        .find(|c| c.as_slice() == plain)
+        .or(candidates.first())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests;
