@@ -635,7 +635,7 @@ pub(crate) fn parse_namespace_line(line: &[u8]) -> Result<Namespaces, String> {
 pub(crate) fn uid_in_fetch_line(line: &[u8]) -> Option<u32> {
     let s = String::from_utf8_lossy(line);
     let upper = s.to_ascii_uppercase();
-    let mut words = upper.split(|c: char| c == ' ' || c == '(' || c == ')');
+    let mut words = upper.split([' ', '(', ')']);
     while let Some(w) = words.next() {
         if w == "UID" {
             return words.next()?.parse().ok();
