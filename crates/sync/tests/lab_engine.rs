@@ -115,7 +115,7 @@ async fn fill(ep1: &Endpoint) -> usize {
             &[AppendRequest {
                 flags: vec![],
                 internaldate: date,
-                body: &msgs[3],
+                body: &msgs[2],
             }],
         )
         .await
