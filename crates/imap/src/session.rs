@@ -314,7 +314,7 @@ where
                     tracing::warn!(endpoint = %ep.label, command, "server ALERT: {}", outcome.information.as_deref().unwrap_or(""));
                 }
             }
-            Response::Capabilities(c) => {
+            Response::Capabilities(c) if is_capability_line(&res) => {
                 if let Some(caps) = caps.as_deref_mut() {
                     *caps = capabilities_from(c);
                 }
@@ -327,6 +327,13 @@ where
             }
         }
     }
+}
+
+/// `* CAPABILITY ...` (imap-proto also turns `* ENABLED ...` into `Response::Capabilities`).
+fn is_capability_line(r: &ResponseData) -> bool {
+    r.raw()
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"* CAPABILITY"))
 }
 
 /// Ignore every untagged response.
@@ -352,7 +359,7 @@ async fn capability_cmd(
         broken,
         |u| {
             if let Untagged::Parsed(r) = u {
-                if matches!(r.parsed(), Response::Capabilities(_)) {
+                if matches!(r.parsed(), Response::Capabilities(_)) && is_capability_line(r) {
                     got = true;
                 }
             }
@@ -565,7 +572,7 @@ async fn sasl(
             } => {
                 bye = Some(outcome.information.as_deref().unwrap_or("").to_string());
             }
-            Response::Capabilities(c) => *caps = capabilities_from(c),
+            Response::Capabilities(c) if is_capability_line(&res) => *caps = capabilities_from(c),
             _ => {}
         }
     }

@@ -162,6 +162,16 @@ async fn login_plain_starttls_tls_insecure() {
             "{caps:?}"
         );
         s.noop().await.expect("noop");
+        let enabled = s
+            .enable(&["CONDSTORE", "UTF8=ACCEPT"])
+            .await
+            .expect("enable");
+        assert_eq!(enabled, vec!["CONDSTORE".to_string()]);
+        assert!(
+            s.capabilities().has("UIDPLUS"),
+            "ENABLED is not a CAPABILITY: {:?}",
+            s.capabilities()
+        );
         let id = s.id().await.expect("id").expect("Dovecot offers ID");
         assert!(id.iter().any(|(k, _)| k == "name"), "{id:?}");
         s.logout().await;
@@ -639,5 +649,78 @@ async fn sessions_work_in_spawned_tasks() {
     }
     for h in handles {
         assert!(h.await.expect("join").expect("task") >= 1);
+    }
+}
+
+/// One APPEND per message must not wait for a delayed ACK (~40 ms each without TCP_NODELAY and
+/// a single write of literal + CRLF): 150 appends per transport, averaged.
+#[tokio::test]
+async fn single_appends_do_not_stall() {
+    let Some(lab) = lab("single_appends_do_not_stall") else {
+        return;
+    };
+    let pw = lab.get("LAB_PASSWORD", "secret");
+    for sec in [Security::Plain, Security::Tls] {
+        let mut s = Session::connect(&lab.endpoint(2, sec, "user0291", &pw))
+            .await
+            .expect("connect");
+        let folder = unique("perf");
+        s.create(&folder).await.expect("create");
+        let bodies: Vec<Vec<u8>> = (0..150)
+            .map(|i| message(&unique("p"), &format!("body {i}\r\n{}", "y".repeat(3000))))
+            .collect();
+        let t0 = std::time::Instant::now();
+        for b in &bodies {
+            let r = s
+                .append(
+                    &folder,
+                    &[AppendRequest {
+                        flags: vec!["\\Seen".into()],
+                        internaldate: None,
+                        body: b,
+                    }],
+                )
+                .await
+                .expect("append");
+            assert!(r[0].is_some());
+        }
+        let per = t0.elapsed() / bodies.len() as u32;
+        eprintln!("{sec:?}: {per:?} per single APPEND");
+        assert!(
+            per < Duration::from_millis(15),
+            "{sec:?}: {per:?} per APPEND"
+        );
+        // And one MULTIAPPEND of all of them, then fetch them back.
+        let reqs: Vec<AppendRequest<'_>> = bodies
+            .iter()
+            .map(|b| AppendRequest {
+                flags: vec![],
+                internaldate: None,
+                body: b,
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        let uids = s.append(&folder, &reqs).await.expect("multiappend");
+        eprintln!(
+            "{sec:?}: MULTIAPPEND of {} in {:?}",
+            reqs.len(),
+            t0.elapsed()
+        );
+        let uids: Vec<u32> = uids.into_iter().map(|u| u.expect("uid")).collect();
+        s.select(&folder, true).await.expect("examine");
+        let t0 = std::time::Instant::now();
+        let got = s.fetch_bodies(&uids).await.expect("fetch");
+        eprintln!(
+            "{sec:?}: fetched {} bodies in {:?}",
+            got.len(),
+            t0.elapsed()
+        );
+        assert_eq!(got.len(), bodies.len());
+        for ((_, g), b) in got.iter().zip(&bodies) {
+            assert_eq!(g, b);
+        }
+        s.select("INBOX", true).await.expect("leave");
+        s.delete(&folder).await.expect("delete");
+        s.logout().await;
     }
 }
