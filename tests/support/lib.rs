@@ -140,3 +140,54 @@ pub fn corpus_dir() -> Option<PathBuf> {
     let p = root().join("../shared/corpus");
     p.join("MANIFEST.tsv").exists().then_some(p)
 }
+
+/// What a mailbox holds, folder by folder: (uid, sorted flags without `\Recent`, size). Used to prove a
+/// side was not changed (host1 after a sync) or to count messages.
+pub type Snapshot = std::collections::BTreeMap<String, Vec<(u32, Vec<String>, u32)>>;
+
+/// Read every selectable folder of `ep` read-only (EXAMINE) and list its messages.
+pub async fn snapshot(ep: &Endpoint) -> Snapshot {
+    let mut s = imapfleet_imap::Session::connect(ep).await.expect("connect for snapshot");
+    let mut out = Snapshot::new();
+    for f in s.list().await.expect("LIST") {
+        if f.noselect {
+            continue;
+        }
+        let info = s.select(&f.raw_name, true).await.expect("EXAMINE");
+        let mut msgs = Vec::new();
+        if info.exists > 0 {
+            for m in s.fetch_meta("1:*", &["Message-Id".to_string()]).await.expect("FETCH") {
+                let mut flags: Vec<String> =
+                    m.flags.into_iter().filter(|f| !f.eq_ignore_ascii_case("\\Recent")).collect();
+                flags.sort();
+                msgs.push((m.uid, flags, m.size));
+            }
+        }
+        out.insert(f.name, msgs);
+    }
+    s.logout().await;
+    out
+}
+
+/// Total number of messages in a snapshot.
+pub fn count(s: &Snapshot) -> usize {
+    s.values().map(Vec::len).sum()
+}
+
+/// Create `folder` (UTF-8 name with the server's separator) if needed and APPEND raw messages to it.
+pub async fn append_raw(ep: &Endpoint, folder: &str, messages: &[Vec<u8>]) {
+    let mut s = imapfleet_imap::Session::connect(ep).await.expect("connect for append");
+    let raw = imapfleet_imap::mutf7::encode(folder);
+    if !folder.eq_ignore_ascii_case("INBOX") {
+        // "already exists" is fine here.
+        let _ = s.create(&raw).await;
+    }
+    for chunk in messages.chunks(50) {
+        let reqs: Vec<imapfleet_imap::AppendRequest<'_>> = chunk
+            .iter()
+            .map(|m| imapfleet_imap::AppendRequest { flags: vec![], internaldate: None, body: m })
+            .collect();
+        s.append(&raw, &reqs).await.expect("APPEND");
+    }
+    s.logout().await;
+}

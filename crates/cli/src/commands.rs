@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::{Duration as ChronoDuration, Utc};
-use imapfleet_imap::Endpoint;
+use imapfleet_imap::{Endpoint, Session};
+use imapfleet_mailgen::{corpus_messages, fill, GenFolder, GenMessage, MailboxSpec};
 use imapfleet_sync::engine::{sync_account, NoProgress, Progress, SyncOptions};
 use imapfleet_sync::identity::IdentityConfig;
 use imapfleet_sync::mapping::MappingOptions;
@@ -109,8 +110,60 @@ pub async fn verify(settings: &Settings, a: VerifyArgs) -> Result<i32> {
 }
 
 pub async fn generate(settings: &Settings, a: GenerateArgs) -> Result<i32> {
-    let (ep, _) = settings.endpoint(1, a.side.values(), a.timeout)?;
-    let summary = crate::progress::generate(&ep, &a).await?;
-    println!("{summary}");
+    let (ep, v) = settings.endpoint(1, a.side.values(), a.timeout)?;
+    let spec = match a.preset.as_str() {
+        "small" => MailboxSpec::small(),
+        "bench" => MailboxSpec::bench(),
+        other => return Err(UsageError(format!("--preset {other:?}: expected small or bench")).into()),
+    }
+    .with_seed(a.seed);
+    let mut session = Session::connect(&ep).await.with_context(|| format!("connecting to {}", ep.addr()))?;
+    let ns = session.namespaces().await?;
+    let personal = ns.personal.first();
+    let sep = v.sep.or(personal.and_then(|n| n.delimiter)).unwrap_or('.');
+    let prefix = v.prefix.clone().or(personal.map(|n| n.prefix.clone())).unwrap_or_default();
+    let under_prefix = |mut f: GenFolder| {
+        let is_inbox = f.path.len() == 1 && f.path[0].eq_ignore_ascii_case("INBOX");
+        let head: Vec<String> = prefix.split(sep).filter(|c| !c.is_empty()).map(String::from).collect();
+        if !is_inbox && !head.is_empty() {
+            f.path = head.into_iter().chain(f.path).collect();
+        }
+        f
+    };
+    let mut stats = fill(&mut session, sep, spec.generate().map(under_prefix)).await?;
+    if let Some(dir) = &a.corpus {
+        let corpus = corpus_folders(dir);
+        if corpus.is_empty() {
+            return Err(UsageError(format!("--corpus {}: no messages found (MANIFEST.tsv?)", dir.display())).into());
+        }
+        let more = fill(&mut session, sep, corpus.into_iter().map(under_prefix)).await?;
+        stats.messages += more.messages;
+        stats.bytes += more.bytes;
+        stats.folders_created += more.folders_created;
+    }
+    session.logout().await;
+    println!(
+        "generated {} messages ({:.1} MB) in {} folders for {} on {}",
+        stats.messages,
+        stats.bytes as f64 / 1e6,
+        stats.folders_created + 1,
+        ep.user,
+        ep.addr()
+    );
     Ok(0)
+}
+
+/// The corpus as folders `corpus/<project>`, messages as they are, no flags, fixed dates.
+fn corpus_folders(dir: &std::path::Path) -> Vec<GenFolder> {
+    let base = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00+00:00").expect("constant date");
+    let mut by_project: std::collections::BTreeMap<String, Vec<GenMessage>> = Default::default();
+    for (i, (path, bytes)) in corpus_messages(dir).into_iter().enumerate() {
+        let project = path.split('/').next().unwrap_or("misc").to_string();
+        let internaldate = base + ChronoDuration::minutes(i as i64);
+        by_project.entry(project).or_default().push(GenMessage { bytes, flags: vec![], internaldate });
+    }
+    by_project
+        .into_iter()
+        .map(|(project, messages)| GenFolder { path: vec!["corpus".into(), project], messages })
+        .collect()
 }
