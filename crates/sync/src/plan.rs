@@ -420,6 +420,17 @@ fn pair_messages(
     let mut pairs = vec![None; h1.len()];
     let mut taken2 = vec![false; h2.len()];
     for [in_scope, skipped, twos] in groups.values() {
+        if twos.is_empty() {
+            continue;
+        }
+        // The common case, one message on each side: nothing to choose between.
+        if let ([i], [], [j]) | ([], [i], [j]) =
+            (in_scope.as_slice(), skipped.as_slice(), twos.as_slice())
+        {
+            pairs[*i] = Some(*j);
+            taken2[*j] = true;
+            continue;
+        }
         for ones in [in_scope, skipped] {
             for t in TIERS {
                 pair_in_tier(t, ones, twos, h1, h2, &mut pairs, &mut taken2);

@@ -785,3 +785,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn large_folders_plan_quickly() {
+    // 100k distinct messages plus 5k identical header-less notices (one shared key).
+    let mut ones: Vec<MsgInfo> = (1..=100_000).map(|u| m(u, &format!("k{u}"))).collect();
+    ones.extend((100_001..=105_000).map(|u| msg(u, "same", &["\\Seen"], u % 7, None)));
+    let twos: Vec<MsgInfo> = ones.iter().filter(|x| x.uid % 2 == 0).cloned().collect();
+    let started = std::time::Instant::now();
+    let plan = plan_folder(&side(ones), &dovecot(twos), &PlanOptions::default());
+    assert_eq!(plan.copies.len(), 52_500);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
