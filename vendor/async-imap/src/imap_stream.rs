@@ -204,13 +204,17 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
                         return Err(err);
                     }
                     match complete_line_len(buf) {
-                        Some(len) => {
+                        Ok(len) => {
                             log::debug!("decode: setting aside an unparsable line of {len} bytes");
                             self.unparsed.push(buf[..len].to_vec());
                             let rest = buf[len..].to_vec();
                             self.buffer.reset_with_data(&rest);
                         }
-                        None => return Ok(None),
+                        Err(needed) => {
+                            // Do not rescan before that many bytes are there (a big literal).
+                            self.decode_needs = needed;
+                            return Ok(None);
+                        }
                     }
                 }
             }
@@ -265,11 +269,15 @@ impl<R: Read + Write + Unpin> ImapStream<R> {
 }
 
 /// Length of the first line of `buf` including its CRLF, skipping over literals (`{n}` or `~{n}`
-/// right before a CRLF); `None` when the line is not complete yet (imapfleet patch).
-fn complete_line_len(buf: &[u8]) -> Option<usize> {
+/// right before a CRLF); `Err(n)` when the line is not complete yet and at least `n` bytes are
+/// needed (imapfleet patch).
+fn complete_line_len(buf: &[u8]) -> Result<usize, usize> {
     let mut pos = 0;
     loop {
-        let nl = buf[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
+        let Some(nl) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return Err(buf.len() + 1);
+        };
+        let nl = nl + pos;
         let line = &buf[..nl];
         let literal_len = line.strip_suffix(b"}").and_then(|l| {
             let open = l.iter().rposition(|b| *b == b'{')?;
@@ -281,13 +289,31 @@ fn complete_line_len(buf: &[u8]) -> Option<usize> {
         });
         match literal_len {
             Some(n) => {
-                pos = nl.checked_add(2)?.checked_add(n)?;
+                pos = nl.saturating_add(2).saturating_add(n);
                 if pos > buf.len() {
-                    return None;
+                    // The literal, then at least a CRLF.
+                    return Err(pos.saturating_add(2));
                 }
             }
-            None => return Some(nl + 2),
+            None => return Ok(nl + 2),
         }
+    }
+}
+
+#[cfg(test)]
+mod line_len_tests {
+    use super::complete_line_len;
+
+    #[test]
+    fn lines_and_literals() {
+        assert_eq!(
+            complete_line_len(b"* NAMESPACE NIL NIL NIL\r\nA1 OK"),
+            Ok(25)
+        );
+        assert_eq!(complete_line_len(b"* X {3}\r\na\r\n\r\nA1"), Ok(14));
+        assert_eq!(complete_line_len(b"* X {3}\r\na"), Err(14));
+        assert_eq!(complete_line_len(b"* X ~{2}\r\nab {1+}\r\nc\r\n"), Ok(22));
+        assert_eq!(complete_line_len(b"* X"), Err(4));
     }
 }
 
