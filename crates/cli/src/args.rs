@@ -176,6 +176,10 @@ pub struct SyncArgs {
     /// Skip messages larger than this many bytes.
     #[arg(long, value_name = "BYTES")]
     pub maxsize: Option<u32>,
+    /// Also copy messages flagged \Deleted on host1 (pending expunge), with the flag. By default they are
+    /// skipped and counted.
+    #[arg(long)]
+    pub copydeleted: bool,
     /// Do not bring host2's flags back to host1's on messages already there.
     #[arg(long)]
     pub noresyncflags: bool,

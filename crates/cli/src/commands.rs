@@ -76,6 +76,7 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
     opts.just_login = a.justlogin;
     opts.just_folders = a.justfolders;
     opts.plan.resync_flags = !a.noresyncflags;
+    opts.plan.copy_deleted = a.copydeleted;
     opts.plan.max_size = a.maxsize;
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;
     opts.plan.not_after = a.minage.map(days_ago).transpose()?;

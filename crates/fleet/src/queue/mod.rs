@@ -1,0 +1,47 @@
+//! The task queue: a trait and two backends (AMQP with `lapin`, in-process).
+//!
+//! Semantics both backends keep: at-least-once delivery; a delivery is acknowledged only by
+//! [`Delivery::ack`]; [`Delivery::retry`] puts it back after a delay (exponential backoff is the caller's
+//! choice of delay) with its attempt count incremented; after `max_attempts` a retried delivery goes to
+//! the dead-letter queue with the last error attached instead.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Errors of a queue backend.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue backend: {0}")]
+    Backend(String),
+    #[error("queue closed")]
+    Closed,
+}
+
+/// One message taken from the queue, not yet settled.
+#[async_trait]
+pub trait Delivery: Send {
+    /// The message body as published.
+    fn body(&self) -> &[u8];
+    /// How many times it was delivered before (0 on the first delivery).
+    fn attempt(&self) -> u32;
+    /// Done: remove it for good.
+    async fn ack(self: Box<Self>) -> Result<(), QueueError>;
+    /// Failed: deliver again after `delay`, or dead-letter it (with `error`) once attempts are used up.
+    async fn retry(self: Box<Self>, delay: Duration, error: &str) -> Result<(), QueueError>;
+    /// Put it back at once without counting an attempt (e.g. shutting down mid-slice).
+    async fn requeue(self: Box<Self>) -> Result<(), QueueError>;
+}
+
+/// A durable queue of opaque task bodies.
+#[async_trait]
+pub trait TaskQueue: Send + Sync {
+    /// Publish durably (AMQP: persistent message, publisher confirm awaited).
+    async fn publish(&self, body: &[u8]) -> Result<(), QueueError>;
+    /// Wait for the next delivery; `None` when the queue is closed.
+    async fn next(&self) -> Result<Option<Box<dyn Delivery>>, QueueError>;
+    /// Messages ready (not in flight), as far as the backend can tell.
+    async fn depth(&self) -> Result<u64, QueueError>;
+    /// Messages in the dead-letter queue.
+    async fn dead_letters(&self) -> Result<u64, QueueError>;
+}
