@@ -5,11 +5,20 @@ use std::process::{Command, Output};
 use imapfleet_tests::{append_raw, bin, count, lab, snapshot, Lab};
 
 fn run(args: &[String]) -> Output {
-    Command::new(bin()).args(args).env_remove("IMAPFLEET_PASSWORD1").env_remove("IMAPFLEET_PASSWORD2").output().expect("run imapfleet")
+    Command::new(bin())
+        .args(args)
+        .env_remove("IMAPFLEET_PASSWORD1")
+        .env_remove("IMAPFLEET_PASSWORD2")
+        .output()
+        .expect("run imapfleet")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn msg(id: &str, subject: &str) -> Vec<u8> {
@@ -35,15 +44,29 @@ fn wrong_password_gives_the_auth_exit_code_of_that_side_and_never_prints_it() {
     let i = a.iter().position(|s| s == "--passfile1").unwrap();
     a[i + 1] = bad.clone();
     let o = run(&a);
-    assert_eq!(o.status.code(), Some(10), "host1 auth failure -> 10:\n{}", text(&o));
-    assert!(!text(&o).contains("Wr0ngPassw0rdXYZ"), "password leaked:\n{}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(10),
+        "host1 auth failure -> 10:\n{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("Wr0ngPassw0rdXYZ"),
+        "password leaked:\n{}",
+        text(&o)
+    );
     assert!(text(&o).to_lowercase().contains("auth"), "{}", text(&o));
 
     let mut a = sync_args(&lab, user, &[]);
     let i = a.iter().position(|s| s == "--passfile2").unwrap();
     a[i + 1] = bad;
     let o = run(&a);
-    assert_eq!(o.status.code(), Some(11), "host2 auth failure -> 11:\n{}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(11),
+        "host2 auth failure -> 11:\n{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -56,7 +79,11 @@ fn password_on_the_command_line_works_but_warns() {
     a[i + 1] = "secret".into();
     let o = run(&a);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("visible to other local users"), "no warning:\n{}", text(&o));
+    assert!(
+        text(&o).contains("visible to other local users"),
+        "no warning:\n{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -71,11 +98,17 @@ fn connection_refused_gives_the_connect_exit_code() {
 
 #[test]
 fn missing_password_and_conflicting_tls_options_are_usage_errors() {
-    let o = run(&["sync", "--host1", "h", "--user1", "u", "--host2", "h", "--user2", "u"].map(String::from));
+    let o = run(&[
+        "sync", "--host1", "h", "--user1", "u", "--host2", "h", "--user2", "u",
+    ]
+    .map(String::from));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("IMAPFLEET_PASSWORD1"), "{}", text(&o));
     let o = Command::new(bin())
-        .args(["sync", "--host1", "h", "--user1", "u", "--host2", "h", "--user2", "u", "--ssl1", "--notls1"])
+        .args([
+            "sync", "--host1", "h", "--user1", "u", "--host2", "h", "--user2", "u", "--ssl1",
+            "--notls1",
+        ])
         .env("IMAPFLEET_PASSWORD1", "x")
         .env("IMAPFLEET_PASSWORD2", "y")
         .output()
@@ -99,19 +132,36 @@ fn sync_writes_the_report_and_justfolders_copies_no_message() {
     let o = run(&sync_args(&lab, user, &["--justfolders"]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let s2 = rt.block_on(snapshot(&lab.endpoint(2, user)));
-    assert!(s2.contains_key("Projects/2024"), "folders created with host2's separator: {s2:?}");
+    assert!(
+        s2.contains_key("Projects/2024"),
+        "folders created with host2's separator: {s2:?}"
+    );
     assert_eq!(count(&s2), 0, "--justfolders copied messages: {s2:?}");
 
     let json = lab.dir.join("report-0033.json");
-    let o = run(&sync_args(&lab, user, &["--report-json", &json.display().to_string()]));
+    let o = run(&sync_args(
+        &lab,
+        user,
+        &["--report-json", &json.display().to_string()],
+    ));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("Messages transferred"), "statistics block missing:\n{out}");
+    assert!(
+        out.contains("Messages transferred"),
+        "statistics block missing:\n{out}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["totals"]["transferred"], 4, "{report:#}");
     assert_eq!(report["user1"], user);
-    assert!(!std::fs::read_to_string(&json).unwrap().contains("secret"), "password in the JSON report");
+    assert!(
+        !std::fs::read_to_string(&json).unwrap().contains("secret"),
+        "password in the JSON report"
+    );
 
-    let v = Command::new(bin()).arg("verify").args(lab.cli_args(user, user)).output().unwrap();
+    let v = Command::new(bin())
+        .arg("verify")
+        .args(lab.cli_args(user, user))
+        .output()
+        .unwrap();
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }

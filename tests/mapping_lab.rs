@@ -17,7 +17,11 @@ async fn separator_and_prefix_are_translated_both_ways() {
     let user = "user0040";
     lab.fresh(user);
     lab.wipe(3, user);
-    let (ep1, ep2, ep3) = (lab.endpoint(1, user), lab.endpoint(2, user), lab.endpoint(3, user));
+    let (ep1, ep2, ep3) = (
+        lab.endpoint(1, user),
+        lab.endpoint(2, user),
+        lab.endpoint(3, user),
+    );
     append_raw(&ep1, "INBOX", &[msg("m0")]).await;
     append_raw(&ep1, "Clients", &[msg("m1")]).await;
     append_raw(&ep1, "Clients.Acme", &[msg("m2")]).await;
@@ -28,8 +32,17 @@ async fn separator_and_prefix_are_translated_both_ways() {
     let r = sync_account(&ep1, &ep3, &opts, Arc::new(NoProgress)).await;
     assert_eq!(r.exit_code(), 0, "{r}");
     let s3 = snapshot(&ep3).await;
-    for want in ["INBOX", "INBOX.Clients", "INBOX.Clients.Acme", "INBOX.Éléments envoyés"] {
-        assert_eq!(s3.get(want).map(Vec::len), Some(1), "{want} on host3: {s3:?}");
+    for want in [
+        "INBOX",
+        "INBOX.Clients",
+        "INBOX.Clients.Acme",
+        "INBOX.Éléments envoyés",
+    ] {
+        assert_eq!(
+            s3.get(want).map(Vec::len),
+            Some(1),
+            "{want} on host3: {s3:?}"
+        );
     }
     assert!(verify_account(&ep1, &ep3, &opts).await.unwrap().ok);
 
@@ -38,9 +51,16 @@ async fn separator_and_prefix_are_translated_both_ways() {
     assert_eq!(r.exit_code(), 0, "{r}");
     let s2 = snapshot(&ep2).await;
     for want in ["INBOX", "Clients", "Clients/Acme", "Éléments envoyés"] {
-        assert_eq!(s2.get(want).map(Vec::len), Some(1), "{want} on host2: {s2:?}");
+        assert_eq!(
+            s2.get(want).map(Vec::len),
+            Some(1),
+            "{want} on host2: {s2:?}"
+        );
     }
-    assert!(!s2.keys().any(|k| k.starts_with("INBOX/")), "prefix leaked into host2: {s2:?}");
+    assert!(
+        !s2.keys().any(|k| k.starts_with("INBOX/")),
+        "prefix leaked into host2: {s2:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,5 +99,9 @@ async fn a_slash_inside_a_host1_name_is_replaced_not_dropped() {
     let r = sync_account(&ep2, &ep1, &SyncOptions::default(), Arc::new(NoProgress)).await;
     assert_eq!(r.exit_code(), 0, "{r}");
     let s1 = snapshot(&ep1).await;
-    assert_eq!(s1.get("Releases.v1_2").map(Vec::len), Some(1), "documented rule: '.' inside a name becomes '_': {s1:?}");
+    assert_eq!(
+        s1.get("Releases.v1_2").map(Vec::len),
+        Some(1),
+        "documented rule: '.' inside a name becomes '_': {s1:?}"
+    );
 }

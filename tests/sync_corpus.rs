@@ -32,11 +32,18 @@ async fn every_corpus_message_arrives_byte_for_byte_once() {
         by_project.entry(project).or_default().push(bytes);
     }
     let total: usize = by_project.values().map(Vec::len).sum();
-    assert!(total >= 800, "the corpus should hold 817 messages, found {total}");
+    assert!(
+        total >= 800,
+        "the corpus should hold 817 messages, found {total}"
+    );
     for (project, msgs) in &by_project {
         append_raw(&ep1, &format!("corpus.{project}"), msgs).await;
     }
-    assert_eq!(count(&snapshot(&ep1).await), total, "host1 accepted every corpus message");
+    assert_eq!(
+        count(&snapshot(&ep1).await),
+        total,
+        "host1 accepted every corpus message"
+    );
 
     let opts = SyncOptions::default();
     let first = sync_account(&ep1, &ep2, &opts, Arc::new(NoProgress)).await;
@@ -47,6 +54,9 @@ async fn every_corpus_message_arrives_byte_for_byte_once() {
 
     let second = sync_account(&ep1, &ep2, &opts, Arc::new(NoProgress)).await;
     assert_eq!(second.exit_code(), 0, "{second}");
-    assert_eq!(second.totals.transferred, 0, "the re-run appended corpus messages again:\n{second}");
+    assert_eq!(
+        second.totals.transferred, 0,
+        "the re-run appended corpus messages again:\n{second}"
+    );
     assert_eq!(count(&snapshot(&ep2).await), total);
 }

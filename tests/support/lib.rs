@@ -26,17 +26,24 @@ pub struct Lab {
 
 /// The project's root directory.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+        .is_ok()
 }
 
 /// The lab, or `None` (with a note) when it is not required and not running.
 pub fn lab() -> Option<Lab> {
-    let required = std::env::var("IMAPFLEET_LAB").map(|v| v == "1").unwrap_or(false);
-    let dir = PathBuf::from(std::env::var("LAB_DIR").unwrap_or_else(|_| "/dev/shm/imapfleet-lab".into()));
+    let required = std::env::var("IMAPFLEET_LAB")
+        .map(|v| v == "1")
+        .unwrap_or(false);
+    let dir =
+        PathBuf::from(std::env::var("LAB_DIR").unwrap_or_else(|_| "/dev/shm/imapfleet-lab".into()));
     let up = port_open(1143) && port_open(2143);
     if !up {
         if required {
@@ -112,9 +119,26 @@ impl Lab {
         let pf = self.passfile().display().to_string();
         let ca = self.ca.display().to_string();
         [
-            "--host1", "127.0.0.1", "--port1", &self.host1_port.to_string(), "--user1", user1, "--passfile1", &pf,
-            "--cafile1", &ca, "--host2", "127.0.0.1", "--port2", &self.host2_port.to_string(), "--user2", user2,
-            "--passfile2", &pf, "--cafile2", &ca,
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            &self.host1_port.to_string(),
+            "--user1",
+            user1,
+            "--passfile1",
+            &pf,
+            "--cafile1",
+            &ca,
+            "--host2",
+            "127.0.0.1",
+            "--port2",
+            &self.host2_port.to_string(),
+            "--user2",
+            user2,
+            "--passfile2",
+            &pf,
+            "--cafile2",
+            &ca,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -128,7 +152,11 @@ pub fn bin() -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/imapfleet
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join("imapfleet");
-    assert!(p.exists(), "{} is missing: run the tests with `cargo test --workspace`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
     p
 }
 
@@ -147,7 +175,9 @@ pub type Snapshot = std::collections::BTreeMap<String, Vec<(u32, Vec<String>, u3
 
 /// Read every selectable folder of `ep` read-only (EXAMINE) and list its messages.
 pub async fn snapshot(ep: &Endpoint) -> Snapshot {
-    let mut s = imapfleet_imap::Session::connect(ep).await.expect("connect for snapshot");
+    let mut s = imapfleet_imap::Session::connect(ep)
+        .await
+        .expect("connect for snapshot");
     let mut out = Snapshot::new();
     for f in s.list().await.expect("LIST") {
         if f.noselect {
@@ -156,9 +186,16 @@ pub async fn snapshot(ep: &Endpoint) -> Snapshot {
         let info = s.select(&f.raw_name, true).await.expect("EXAMINE");
         let mut msgs = Vec::new();
         if info.exists > 0 {
-            for m in s.fetch_meta("1:*", &["Message-Id".to_string()]).await.expect("FETCH") {
-                let mut flags: Vec<String> =
-                    m.flags.into_iter().filter(|f| !f.eq_ignore_ascii_case("\\Recent")).collect();
+            for m in s
+                .fetch_meta("1:*", &["Message-Id".to_string()])
+                .await
+                .expect("FETCH")
+            {
+                let mut flags: Vec<String> = m
+                    .flags
+                    .into_iter()
+                    .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                    .collect();
                 flags.sort();
                 msgs.push((m.uid, flags, m.size));
             }
@@ -176,7 +213,9 @@ pub fn count(s: &Snapshot) -> usize {
 
 /// Create `folder` (UTF-8 name with the server's separator) if needed and APPEND raw messages to it.
 pub async fn append_raw(ep: &Endpoint, folder: &str, messages: &[Vec<u8>]) {
-    let mut s = imapfleet_imap::Session::connect(ep).await.expect("connect for append");
+    let mut s = imapfleet_imap::Session::connect(ep)
+        .await
+        .expect("connect for append");
     let raw = imapfleet_imap::mutf7::encode(folder);
     if !folder.eq_ignore_ascii_case("INBOX") {
         // "already exists" is fine here.
@@ -185,7 +224,11 @@ pub async fn append_raw(ep: &Endpoint, folder: &str, messages: &[Vec<u8>]) {
     for chunk in messages.chunks(50) {
         let reqs: Vec<imapfleet_imap::AppendRequest<'_>> = chunk
             .iter()
-            .map(|m| imapfleet_imap::AppendRequest { flags: vec![], internaldate: None, body: m })
+            .map(|m| imapfleet_imap::AppendRequest {
+                flags: vec![],
+                internaldate: None,
+                body: m,
+            })
             .collect();
         s.append(&raw, &reqs).await.expect("APPEND");
     }

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::settings::SideValues;
 
 #[derive(Parser, Debug)]
-#[command(name = "imapfleet", version, about = "Migrate and sync IMAP mailboxes, one account or thousands")]
+#[command(
+    name = "imapfleet",
+    version,
+    about = "Migrate and sync IMAP mailboxes, one account or thousands"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Default: $IMAPFLEET_CONFIG, else ./imapfleet.toml if present.
     #[arg(long, global = true)]

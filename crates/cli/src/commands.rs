@@ -20,13 +20,20 @@ use crate::settings::{Settings, SideValues, UsageError};
 fn pair_options(settings: &Settings, pair: &PairArgs) -> Result<(Endpoint, Endpoint, SyncOptions)> {
     let (ep1, v1) = settings.endpoint(1, pair.side1.values(), pair.timeout)?;
     let (ep2, v2) = settings.endpoint(2, pair.side2.values(), pair.timeout)?;
-    let mut opts = SyncOptions::default();
-    opts.mapping = mapping_options(pair)?;
+    let mut opts = SyncOptions {
+        mapping: mapping_options(pair)?,
+        ..SyncOptions::default()
+    };
     if !pair.useheader.is_empty() {
-        opts.identity = IdentityConfig { headers: pair.useheader.clone() };
+        opts.identity = IdentityConfig {
+            headers: pair.useheader.clone(),
+        };
     }
     apply_side_overrides(&mut opts, &v1, &v2);
-    if let Some(n) = pair.connections.or(settings.number("connections")?.map(|n| n as usize)) {
+    if let Some(n) = pair
+        .connections
+        .or(settings.number("connections")?.map(|n| n as usize))
+    {
         if n == 0 {
             return Err(UsageError("--connections must be at least 1".into()).into());
         }
@@ -46,7 +53,10 @@ fn mapping_options(pair: &PairArgs) -> Result<MappingOptions> {
     let mut f1f2 = Vec::new();
     for spec in &pair.f1f2 {
         let Some((a, b)) = spec.split_once('=') else {
-            return Err(UsageError(format!("--f1f2 {spec:?}: expected \"host1 folder=host2 folder\"")).into());
+            return Err(UsageError(format!(
+                "--f1f2 {spec:?}: expected \"host1 folder=host2 folder\""
+            ))
+            .into());
         };
         f1f2.push((a.to_string(), b.to_string()));
     }
@@ -107,7 +117,11 @@ pub async fn verify(settings: &Settings, a: VerifyArgs) -> Result<i32> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.ok { 0 } else { imapfleet_sync::report::ErrorClass::Incomplete.exit_code() })
+    Ok(if report.ok {
+        0
+    } else {
+        imapfleet_sync::report::ErrorClass::Incomplete.exit_code()
+    })
 }
 
 pub async fn generate(settings: &Settings, a: GenerateArgs) -> Result<i32> {
@@ -115,17 +129,29 @@ pub async fn generate(settings: &Settings, a: GenerateArgs) -> Result<i32> {
     let spec = match a.preset.as_str() {
         "small" => MailboxSpec::small(),
         "bench" => MailboxSpec::bench(),
-        other => return Err(UsageError(format!("--preset {other:?}: expected small or bench")).into()),
+        other => {
+            return Err(UsageError(format!("--preset {other:?}: expected small or bench")).into())
+        }
     }
     .with_seed(a.seed);
-    let mut session = Session::connect(&ep).await.with_context(|| format!("connecting to {}", ep.addr()))?;
+    let mut session = Session::connect(&ep)
+        .await
+        .with_context(|| format!("connecting to {}", ep.addr()))?;
     let ns = session.namespaces().await?;
     let personal = ns.personal.first();
     let sep = v.sep.or(personal.and_then(|n| n.delimiter)).unwrap_or('.');
-    let prefix = v.prefix.clone().or(personal.map(|n| n.prefix.clone())).unwrap_or_default();
+    let prefix = v
+        .prefix
+        .clone()
+        .or(personal.map(|n| n.prefix.clone()))
+        .unwrap_or_default();
     let under_prefix = |mut f: GenFolder| {
         let is_inbox = f.path.len() == 1 && f.path[0].eq_ignore_ascii_case("INBOX");
-        let head: Vec<String> = prefix.split(sep).filter(|c| !c.is_empty()).map(String::from).collect();
+        let head: Vec<String> = prefix
+            .split(sep)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
         if !is_inbox && !head.is_empty() {
             f.path = head.into_iter().chain(f.path).collect();
         }
@@ -135,7 +161,11 @@ pub async fn generate(settings: &Settings, a: GenerateArgs) -> Result<i32> {
     if let Some(dir) = &a.corpus {
         let corpus = corpus_folders(dir);
         if corpus.is_empty() {
-            return Err(UsageError(format!("--corpus {}: no messages found (MANIFEST.tsv?)", dir.display())).into());
+            return Err(UsageError(format!(
+                "--corpus {}: no messages found (MANIFEST.tsv?)",
+                dir.display()
+            ))
+            .into());
         }
         let more = fill(&mut session, sep, corpus.into_iter().map(under_prefix)).await?;
         stats.messages += more.messages;
@@ -156,15 +186,23 @@ pub async fn generate(settings: &Settings, a: GenerateArgs) -> Result<i32> {
 
 /// The corpus as folders `corpus/<project>`, messages as they are, no flags, fixed dates.
 fn corpus_folders(dir: &std::path::Path) -> Vec<GenFolder> {
-    let base = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00+00:00").expect("constant date");
+    let base =
+        chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00+00:00").expect("constant date");
     let mut by_project: std::collections::BTreeMap<String, Vec<GenMessage>> = Default::default();
     for (i, (path, bytes)) in corpus_messages(dir).into_iter().enumerate() {
         let project = path.split('/').next().unwrap_or("misc").to_string();
         let internaldate = base + ChronoDuration::minutes(i as i64);
-        by_project.entry(project).or_default().push(GenMessage { bytes, flags: vec![], internaldate });
+        by_project.entry(project).or_default().push(GenMessage {
+            bytes,
+            flags: vec![],
+            internaldate,
+        });
     }
     by_project
         .into_iter()
-        .map(|(project, messages)| GenFolder { path: vec!["corpus".into(), project], messages })
+        .map(|(project, messages)| GenFolder {
+            path: vec!["corpus".into(), project],
+            messages,
+        })
         .collect()
 }

@@ -25,7 +25,12 @@ impl Bar {
         .progress_chars("=> ");
         bar.set_style(style);
         bar.enable_steady_tick(std::time::Duration::from_millis(250));
-        Bar { bar, folders_total: AtomicU64::new(0), folders_done: AtomicU64::new(0), messages: AtomicU64::new(0) }
+        Bar {
+            bar,
+            folders_total: AtomicU64::new(0),
+            folders_done: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+        }
     }
 
     pub fn finish(&self) {

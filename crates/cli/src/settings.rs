@@ -79,10 +79,15 @@ impl Settings {
         let mut builder = Config::builder();
         match &explicit {
             Some(p) => {
-                builder = builder.add_source(File::from(p.as_path()).format(FileFormat::Toml).required(true));
+                builder = builder.add_source(
+                    File::from(p.as_path())
+                        .format(FileFormat::Toml)
+                        .required(true),
+                );
             }
             None => {
-                builder = builder.add_source(File::new("imapfleet.toml", FileFormat::Toml).required(false));
+                builder = builder
+                    .add_source(File::new("imapfleet.toml", FileFormat::Toml).required(false));
             }
         }
         builder = builder.add_source(Environment::with_prefix("IMAPFLEET").try_parsing(true));
@@ -145,7 +150,12 @@ impl Settings {
     }
 
     /// Merge the command line's values for side `n` over the settings', and build the endpoint.
-    pub fn endpoint(&self, n: u8, cli: SideValues, timeout: Option<u64>) -> Result<(Endpoint, SideValues)> {
+    pub fn endpoint(
+        &self,
+        n: u8,
+        cli: SideValues,
+        timeout: Option<u64>,
+    ) -> Result<(Endpoint, SideValues)> {
         if cli.password.is_some() {
             tracing::warn!(
                 "--password{n} on the command line is visible to other local users; \
@@ -171,7 +181,11 @@ pub fn build_endpoint(n: u8, v: &SideValues, timeout: Duration) -> Result<Endpoi
     let Some(user) = v.user.clone() else {
         return usage(format!("--user{n} is required"));
     };
-    let (ssl, tls, notls) = (v.ssl.unwrap_or(false), v.tls.unwrap_or(false), v.notls.unwrap_or(false));
+    let (ssl, tls, notls) = (
+        v.ssl.unwrap_or(false),
+        v.tls.unwrap_or(false),
+        v.notls.unwrap_or(false),
+    );
     if [ssl, tls, notls].iter().filter(|b| **b).count() > 1 {
         return usage(format!("choose one of --ssl{n}, --tls{n} and --notls{n}"));
     }
@@ -186,14 +200,24 @@ pub fn build_endpoint(n: u8, v: &SideValues, timeout: Duration) -> Result<Endpoi
 
     let mech = v.authmech.as_deref().map(str::to_ascii_uppercase);
     let auth = match (mech.as_deref(), &v.oauthaccesstoken) {
-        (None | Some("XOAUTH2"), Some(file)) => AuthMethod::XOAuth2 { token_file: file.clone() },
+        (None | Some("XOAUTH2"), Some(file)) => AuthMethod::XOAuth2 {
+            token_file: file.clone(),
+        },
         (Some("XOAUTH2"), None) => {
-            return usage(format!("--authmech{n} XOAUTH2 needs --oauthaccesstoken{n} FILE"));
+            return usage(format!(
+                "--authmech{n} XOAUTH2 needs --oauthaccesstoken{n} FILE"
+            ));
         }
-        (Some(m), Some(_)) => return usage(format!("--oauthaccesstoken{n} goes with XOAUTH2, not {m}")),
+        (Some(m), Some(_)) => {
+            return usage(format!("--oauthaccesstoken{n} goes with XOAUTH2, not {m}"))
+        }
         (Some("LOGIN"), None) => AuthMethod::Login,
         (Some("PLAIN"), None) => AuthMethod::Plain,
-        (Some(m), None) => return usage(format!("--authmech{n} {m}: expected LOGIN, PLAIN or XOAUTH2")),
+        (Some(m), None) => {
+            return usage(format!(
+                "--authmech{n} {m}: expected LOGIN, PLAIN or XOAUTH2"
+            ))
+        }
         (None, None) if v.authuser.is_some() => AuthMethod::Plain,
         (None, None) => AuthMethod::Auto,
     };
@@ -201,7 +225,9 @@ pub fn build_endpoint(n: u8, v: &SideValues, timeout: Duration) -> Result<Endpoi
     let password = match (&v.password, &v.passfile, &auth) {
         (_, _, AuthMethod::XOAuth2 { .. }) => Secret::default(),
         (Some(p), _, _) => Secret::new(p.clone()),
-        (None, Some(file), _) => read_passfile(file).with_context(|| format!("--passfile{n} {}", file.display()))?,
+        (None, Some(file), _) => {
+            read_passfile(file).with_context(|| format!("--passfile{n} {}", file.display()))?
+        }
         (None, None, _) => {
             return usage(format!(
                 "no password for host{n}: give --passfile{n} FILE or set IMAPFLEET_PASSWORD{n}"
@@ -216,7 +242,9 @@ pub fn build_endpoint(n: u8, v: &SideValues, timeout: Duration) -> Result<Endpoi
         tracing::warn!("--notls{n}: the login to {host} travels in clear text");
     }
     if v.authuser.is_some() && !matches!(auth, AuthMethod::Plain) {
-        bail!(UsageError(format!("--authuser{n} needs PLAIN authentication")));
+        bail!(UsageError(format!(
+            "--authuser{n} needs PLAIN authentication"
+        )));
     }
 
     Ok(Endpoint {
@@ -251,7 +279,12 @@ mod tests {
     use super::*;
 
     fn side(host: &str) -> SideValues {
-        SideValues { host: Some(host.into()), user: Some("u".into()), password: Some("p".into()), ..Default::default() }
+        SideValues {
+            host: Some(host.into()),
+            user: Some("u".into()),
+            password: Some("p".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -283,7 +316,10 @@ mod tests {
         v.passfile = Some(f);
         let ep = build_endpoint(1, &v, Duration::from_secs(5)).unwrap();
         assert_eq!(ep.password.expose(), " quo\"te\\ {5} §");
-        assert_eq!(format!("{ep:?}").contains("quo"), false, "password must not appear in Debug");
+        assert!(
+            !format!("{ep:?}").contains("quo"),
+            "password must not appear in Debug"
+        );
     }
 
     #[test]
@@ -298,11 +334,17 @@ mod tests {
     fn authuser_implies_plain_and_xoauth2_needs_a_token_file() {
         let mut v = side("h");
         v.authuser = Some("admin".into());
-        assert_eq!(build_endpoint(1, &v, Duration::from_secs(5)).unwrap().auth, AuthMethod::Plain);
+        assert_eq!(
+            build_endpoint(1, &v, Duration::from_secs(5)).unwrap().auth,
+            AuthMethod::Plain
+        );
         let mut v = side("h");
         v.authmech = Some("xoauth2".into());
         assert!(build_endpoint(1, &v, Duration::from_secs(5)).is_err());
         v.oauthaccesstoken = Some("/tmp/tok".into());
-        assert!(matches!(build_endpoint(1, &v, Duration::from_secs(5)).unwrap().auth, AuthMethod::XOAuth2 { .. }));
+        assert!(matches!(
+            build_endpoint(1, &v, Duration::from_secs(5)).unwrap().auth,
+            AuthMethod::XOAuth2 { .. }
+        ));
     }
 }
