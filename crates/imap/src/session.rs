@@ -309,9 +309,15 @@ where
                 bye = Some(t);
                 continue;
             }
-            Response::Data { outcome, .. } => {
+            Response::Data { status, outcome } => {
                 if matches!(outcome.code, Some(ResponseCode::Alert)) {
                     tracing::warn!(endpoint = %ep.label, command, "server ALERT: {}", outcome.information.as_deref().unwrap_or(""));
+                } else if matches!(status, Status::No | Status::Bad) {
+                    tracing::warn!(
+                        endpoint = %ep.label, command,
+                        "server warning: {status:?} {}",
+                        async_imap::extensions::append::format_outcome(outcome.code.as_ref(), outcome.information.as_deref())
+                    );
                 }
             }
             Response::Capabilities(c) if is_capability_line(&res) => {
@@ -1519,6 +1525,28 @@ mod tests {
     fn session_is_send() {
         fn is_send<T: Send>() {}
         is_send::<Session>();
+    }
+
+    /// Compile-time check: every command's future can go into `tokio::spawn`.
+    #[allow(dead_code)]
+    fn futures_are_send(s: &'static mut Session, ep: &'static Endpoint) {
+        fn is_send<T: Send>(_: &T) {}
+        is_send(&Session::connect(ep));
+        is_send(&s.id());
+        is_send(&s.enable(&[]));
+        is_send(&s.namespaces());
+        is_send(&s.list());
+        is_send(&s.create("x"));
+        is_send(&s.delete("x"));
+        is_send(&s.select("x", false));
+        is_send(&s.status("x"));
+        is_send(&s.fetch_meta("1:*", &[]));
+        is_send(&s.fetch_bodies(&[]));
+        is_send(&s.append("x", &[]));
+        is_send(&s.uid_store(&[], StoreMode::Add, &[]));
+        is_send(&s.uid_search("ALL"));
+        is_send(&s.expunge(&[]));
+        is_send(&s.noop());
     }
 
     #[test]
