@@ -820,6 +820,17 @@ impl FetchCollector {
 
 impl Session {
     /// Connect (TCP, TLS or STARTTLS), read the greeting, authenticate, re-read CAPABILITY.
+    ///
+    /// - STARTTLS: the server must offer it (else `Tls`), and capabilities seen before TLS are
+    ///   discarded. Never falls back to plaintext; a `PREAUTH` greeting with STARTTLS is refused.
+    /// - Authentication: `Auto` = AUTHENTICATE PLAIN (SASL-IR when offered) if `AUTH=PLAIN` is
+    ///   advertised, else LOGIN (quoted strings for 7-bit values, literals otherwise). `NO` with
+    ///   `[LIMIT]`, `[UNAVAILABLE]`, `[INUSE]`, `[SERVERBUG]`, `[CONTACTADMIN]` or a throttling text
+    ///   comes back as `ImapError::No` (retry later), any other refusal as `ImapError::Auth`.
+    /// - Capabilities after login come from the login's `[CAPABILITY ...]` code when it has one,
+    ///   else from a CAPABILITY command.
+    /// - A `* BYE` greeting is `ConnectionLost`; a greeting that is not IMAP at all (`421 busy`)
+    ///   is `Connect` (both retryable).
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
         let ep = endpoint.clone();
         let mut broken = None;
