@@ -17,6 +17,7 @@
 //!   alone), and a shared byte budget ([`SyncOptions::in_flight_bytes`]) caps the bodies held by all
 //!   workers together.
 
+mod api;
 mod batch;
 mod folder;
 
@@ -33,6 +34,7 @@ use crate::mapping::{map_folders, FolderMap, FolderPair, MappingOptions, SideFac
 use crate::plan::PlanOptions;
 use crate::report::{AccountReport, ErrorClass, FolderReport, SyncError};
 
+pub use api::{prepare_account, sync_folder_slice, Prepared, SliceBudget, SliceOutcome};
 pub use batch::{batches, flag_fallbacks, group_by_flags, uid_set};
 
 /// Everything that shapes one account sync. `Default` gives imapsync's defaults.
@@ -64,6 +66,8 @@ pub struct SyncOptions {
     pub in_flight_bytes: usize,
     /// Reconnections allowed per folder after a lost connection.
     pub max_reconnects: u32,
+    /// Copy at most this budget per folder and leave the rest for a later call (the fleet's slices).
+    pub slice: Option<SliceBudget>,
 }
 
 impl Default for SyncOptions {
@@ -84,6 +88,7 @@ impl Default for SyncOptions {
             batch_bytes: 2 << 20,
             in_flight_bytes: 12 << 20,
             max_reconnects: 3,
+            slice: None,
         }
     }
 }

@@ -165,10 +165,11 @@ pub(crate) async fn sync_folder(
 
     update_flags(&mut p.s2, name1, &plan.flag_updates, rep, errs).await?;
     let errors_before = message_errors(errs);
-    let (appended, vanished) = copy_messages(ctx, p, pair, &plan.copies, rep, errs).await?;
+    let copies = super::api::slice_copies(opts, &plan.copies);
+    let (appended, vanished) = copy_messages(ctx, p, pair, copies, rep, errs).await?;
     rep.vanished_host1 += vanished;
-    let missing = (plan.copies.len() as u64).saturating_sub(appended + vanished);
-    rep.missing_on_host2 = missing;
+    let missing = (copies.len() as u64).saturating_sub(appended + vanished);
+    rep.missing_on_host2 = missing + (plan.copies.len() - copies.len()) as u64;
     let explained = (message_errors(errs) - errors_before) as u64;
     if missing > explained {
         errs.push(SyncError::folder(
