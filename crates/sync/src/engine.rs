@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use imapfleet_imap::{Endpoint, ImapError, Session};
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::identity::IdentityConfig;
 use crate::mapping::{map_folders, FolderMap, FolderPair, MappingOptions, SideFacts};
@@ -494,15 +494,8 @@ async fn run_account(
         }
         return;
     }
-    let budget_kib = u32::try_from(opts.in_flight_bytes.max(opts.batch_bytes).max(1024) / 1024)
-        .unwrap_or(u32::MAX >> 4);
-    let jobs: VecDeque<Job> = map
-        .pairs
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(index, pair)| Job { index, pair })
-        .collect();
+    let budget_kib = budget_kib(opts);
+    let jobs = largest_first(first.as_mut(), &map).await;
     let n_jobs = jobs.len();
     let ctx = Ctx {
         ep1,
@@ -526,6 +519,39 @@ async fn run_account(
         .flatten()
         .collect();
     collect_results(report, &map, results);
+}
+
+/// The jobs, largest host1 folder first (by STATUS MESSAGES), so the biggest folder does not start
+/// last and become the tail of the run (longest-processing-time-first scheduling). Cheap: one STATUS
+/// per folder. A folder whose STATUS fails is queued last; its EXAMINE will report the problem.
+async fn largest_first(pair: Option<&mut Pair>, map: &FolderMap) -> VecDeque<Job> {
+    let mut sized: Vec<(u32, Job)> = Vec::with_capacity(map.pairs.len());
+    let mut session = pair.map(|p| &mut p.s1);
+    for (index, fp) in map.pairs.iter().enumerate() {
+        let messages = match session.as_mut() {
+            Some(s) => match s.status(&fp.raw1).await {
+                Ok(st) => st.messages.unwrap_or(0),
+                Err(e) => {
+                    debug!(folder = %fp.name1, error = %e, "STATUS failed; queued last");
+                    if e.is_connection() {
+                        session = None;
+                    }
+                    0
+                }
+            },
+            None => 0,
+        };
+        sized.push((
+            messages,
+            Job {
+                index,
+                pair: fp.clone(),
+            },
+        ));
+    }
+    // Stable: equal sizes keep host1 order.
+    sized.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    sized.into_iter().map(|(_, j)| j).collect()
 }
 
 /// Put the workers' results back in host1 folder order; a folder no worker processed is reported.
