@@ -270,6 +270,7 @@ impl AccountReport {
 
     /// The most important error class present (see [`ErrorClass::precedence`]), or `Incomplete` when
     /// there is no error but host1 messages are missing on host2; `None` when all is well.
+    /// In a dry run nothing is written, so "missing" is the expected state and never `Incomplete`.
     pub fn worst_class(&self) -> Option<ErrorClass> {
         let worst = self
             .errors
@@ -278,14 +279,15 @@ impl AccountReport {
             .min_by_key(|c| c.precedence());
         match worst {
             Some(c) => Some(c),
-            None if self.missing_total() > 0 => Some(ErrorClass::Incomplete),
+            None if !self.dry_run && self.missing_total() > 0 => Some(ErrorClass::Incomplete),
             None => None,
         }
     }
 
     /// 0 only when there is no error and nothing identified on host1 is missing on host2;
     /// otherwise the exit code of the most important class ([`ErrorClass::precedence`]).
-    /// A dry run that would still copy messages therefore exits with `Incomplete` (30).
+    /// A dry run exits 0 when it met no error, whatever it would copy (like `imapsync --dry`), so
+    /// `imapfleet sync --dry && imapfleet sync` works; its counts say what would be copied.
     pub fn exit_code(&self) -> i32 {
         self.worst_class().map_or(0, ErrorClass::exit_code)
     }
@@ -298,14 +300,26 @@ impl AccountReport {
     /// One line for humans and log scrapers: starts with `OK` or `FAILED`.
     pub fn verdict(&self) -> String {
         let missing = self.missing_total();
+        let t = Totals::from_folders(&self.folders, self.errors.len());
         let dry = if self.dry_run { " (dry run)" } else { "" };
         match self.worst_class() {
-            None => format!(
-                "OK{dry}: {} -> {}: all {} host1 messages are on host2, {} transferred, 0 errors",
+            None if self.dry_run => format!(
+                "OK (dry run, nothing written): {} -> {}: would transfer {} messages ({:.1} MiB) and update flags of {}, 0 errors",
                 self.user1,
                 self.user2,
-                self.folders.iter().map(|f| f.host1_messages).sum::<u64>(),
-                self.folders.iter().map(|f| f.transferred).sum::<u64>(),
+                t.transferred,
+                t.bytes as f64 / (1024.0 * 1024.0),
+                t.flags_updated,
+            ),
+            None => format!(
+                "OK: {} -> {}: nothing missing on host2: {} host1 messages, {} transferred, {} already there, {} skipped by filters, {} vanished, 0 errors",
+                self.user1,
+                self.user2,
+                t.host1_messages,
+                t.transferred,
+                t.skipped,
+                t.skipped_filters,
+                t.vanished_host1,
             ),
             Some(worst) => {
                 let mut by_class: Vec<(ErrorClass, usize)> = Vec::new();
@@ -508,6 +522,17 @@ mod tests {
         let r = report(vec![folder("INBOX", 10, 0)], vec![]);
         assert_eq!(r.exit_code(), 0);
         assert!(r.verdict().starts_with("OK"), "{}", r.verdict());
+    }
+
+    #[test]
+    fn dry_run_without_error_exits_zero() {
+        let mut r = report(vec![folder("INBOX", 10, 10)], vec![]);
+        r.dry_run = true;
+        assert_eq!(r.exit_code(), 0);
+        assert!(r.verdict().starts_with("OK (dry run"), "{}", r.verdict());
+        r.errors
+            .push(SyncError::folder(ErrorClass::Select, "INBOX", "x"));
+        assert_eq!(r.exit_code(), 20);
     }
 
     #[test]

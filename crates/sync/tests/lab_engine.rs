@@ -242,3 +242,47 @@ async fn killed_connection_is_reconnected_without_duplicates() {
     let on2: u64 = v.folders.iter().map(|f| f.host2_messages).sum();
     assert_eq!(on2 as usize, n, "{v}");
 }
+
+/// Expunges one host1 INBOX message (by UID, with doveadm) right after INBOX is planned, before its
+/// bodies are fetched: the message vanished between listing and fetch.
+struct ExpungeAfterPlan {
+    user: String,
+    uid: u32,
+}
+
+impl Progress for ExpungeAfterPlan {
+    fn folder_planned(&self, name1: &str, _: usize, _: u64) {
+        if name1 == "INBOX" {
+            let conf = format!("{LAB_DIR}/host1/dovecot.conf");
+            let uid = self.uid.to_string();
+            let ok = Command::new("doveadm")
+                .args([
+                    "-c", &conf, "expunge", "-u", &self.user, "mailbox", "INBOX", "uid", &uid,
+                ])
+                .status()
+                .expect("doveadm expunge");
+            assert!(ok.success());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_vanished_before_fetch_is_counted_not_an_error() {
+    let Some(()) = lab_required() else { return };
+    let user = "user0203";
+    wipe(user);
+    let (ep1, ep2) = (endpoint(1, user), endpoint(2, user));
+    let n = fill(&ep1).await;
+    let opts = small_batches();
+    let progress = Arc::new(ExpungeAfterPlan {
+        user: user.into(),
+        uid: 5,
+    });
+    let r = sync_account(&ep1, &ep2, &opts, progress).await;
+    println!("{r}");
+    assert_eq!(r.exit_code(), 0, "{r}");
+    assert_eq!(r.totals.vanished_host1, 1, "{r}");
+    assert_eq!(r.totals.transferred as usize, n - 1, "{r}");
+    let v = verify_account(&ep1, &ep2, &opts).await.expect("verify");
+    assert!(v.ok, "{v}");
+}
