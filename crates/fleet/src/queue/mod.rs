@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod amqp;
+pub mod memory;
+
+pub use amqp::{AmqpConfig, AmqpQueue};
+pub use memory::MemoryQueue;
+
 /// Errors of a queue backend.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -31,6 +37,21 @@ pub trait Delivery: Send {
     async fn retry(self: Box<Self>, delay: Duration, error: &str) -> Result<(), QueueError>;
     /// Put it back at once without counting an attempt (e.g. shutting down mid-slice).
     async fn requeue(self: Box<Self>) -> Result<(), QueueError>;
+    /// True when the broker handed this message out before and it was not settled (the previous
+    /// consumer died or its connection broke): the work may have been half done.
+    fn redelivered(&self) -> bool {
+        false
+    }
+}
+
+/// A message that used up its attempts, as found in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    /// Deliveries it had (the failed ones).
+    pub attempts: u32,
+    /// The error given to the last [`Delivery::retry`].
+    pub error: String,
 }
 
 /// A durable queue of opaque task bodies.
@@ -44,4 +65,16 @@ pub trait TaskQueue: Send + Sync {
     async fn depth(&self) -> Result<u64, QueueError>;
     /// Messages in the dead-letter queue.
     async fn dead_letters(&self) -> Result<u64, QueueError>;
+    /// Up to `max` dead letters, oldest first, without removing them.
+    async fn dead_letter_list(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let _ = max;
+        Err(QueueError::Backend(
+            "this backend cannot list dead letters".into(),
+        ))
+    }
+    /// Stop handing out deliveries: [`TaskQueue::next`] returns `None` from now on (waiting callers
+    /// included). Deliveries already out can still be settled. Publishing after close fails.
+    async fn close(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

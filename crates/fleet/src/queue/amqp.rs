@@ -1,0 +1,5 @@
+//! placeholder
+#[derive(Debug, Clone)]
+pub struct AmqpConfig;
+#[derive(Debug)]
+pub struct AmqpQueue;
