@@ -38,6 +38,9 @@ pub struct FolderVerify {
     pub missing_on_host2: u64,
     /// host2 messages absent from host1 (allowed; reported).
     pub extra_on_host2: u64,
+    /// host1 messages flagged `\Deleted` (pending expunge): out of scope, as for the sync, unless
+    /// `copy_deleted` is set. Counted, not compared.
+    pub deleted_on_host1: u64,
     /// Messages present on both sides whose flag sets differ.
     pub flag_mismatches: u64,
     /// Messages present on both sides whose INTERNALDATE instants differ.
@@ -323,15 +326,26 @@ async fn verify_folder(
     };
     let storable = info2.as_ref().map(Storable::from_select);
     let Pair { s1, s2 } = p;
-    let h1 = digest_side(s1, Side::Host1, info1.exists, ctx, storable.as_ref());
+    // host1 messages the sync leaves out by default (flagged \Deleted) are left out here too.
+    let skip_deleted = !ctx.opts.plan.copy_deleted;
+    let mut deleted1 = 0u64;
+    let h1 = digest_side(
+        s1,
+        Side::Host1,
+        info1.exists,
+        ctx,
+        storable.as_ref(),
+        skip_deleted.then_some(&mut deleted1),
+    );
     let h2 = async {
         match &info2 {
-            Some(i) => digest_side(s2, Side::Host2, i.exists, ctx, storable.as_ref()).await,
+            Some(i) => digest_side(s2, Side::Host2, i.exists, ctx, storable.as_ref(), None).await,
             None => Ok(Vec::new()),
         }
     };
     let (d1, d2) = tokio::join!(h1, h2);
     let (d1, d2) = (d1?, d2?);
+    fv.deleted_on_host1 = deleted1;
     fv.host1_messages = d1.len() as u64;
     fv.host2_messages = d2.len() as u64;
     compare(&mut fv, d1, d2);
@@ -343,22 +357,29 @@ async fn verify_folder(
 }
 
 /// Digest, normalised flags and date of every message of the selected folder. Bodies are fetched
-/// in bounded batches and dropped right after hashing.
+/// in bounded batches and dropped right after hashing. With `skip_deleted`, messages flagged
+/// `\Deleted` are left out and counted there.
 async fn digest_side(
     s: &mut Session,
     side: Side,
     exists: u32,
     ctx: &VCtx<'_>,
     storable: Option<&Storable>,
+    skip_deleted: Option<&mut u64>,
 ) -> Result<Vec<(Digest32, Seen)>, VFail> {
     if exists == 0 {
         return Ok(Vec::new());
     }
     // One small header keeps the metadata FETCH cheap; only flags, date and size matter here.
-    let metas: Vec<MessageMeta> = s
+    let mut metas: Vec<MessageMeta> = s
         .fetch_meta("1:*", &["Message-Id".to_string()])
         .await
         .map_err(vfail(side, "FETCH metadata"))?;
+    if let Some(count) = skip_deleted {
+        let before = metas.len();
+        metas.retain(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")));
+        *count = (before - metas.len()) as u64;
+    }
     let sizes: Vec<u64> = metas.iter().map(|m| u64::from(m.size)).collect();
     let opts = ctx.opts;
     let batch_bytes = u64::try_from(opts.batch_bytes).unwrap_or(u64::MAX);
@@ -526,6 +547,9 @@ impl fmt::Display for VerifyReport {
                 v.flag_mismatches,
                 v.date_mismatches,
             )?;
+            if v.deleted_on_host1 > 0 {
+                writeln!(f, "    {} host1 messages flagged \\Deleted left out (--copydeleted includes them)", v.deleted_on_host1)?;
+            }
             if let Some(e) = &v.error {
                 writeln!(f, "    error: {e}")?;
             }
@@ -536,13 +560,14 @@ impl fmt::Display for VerifyReport {
             totals.host2_messages += v.host2_messages;
             totals.missing_on_host2 += v.missing_on_host2;
             totals.extra_on_host2 += v.extra_on_host2;
+            totals.deleted_on_host1 += v.deleted_on_host1;
             totals.flag_mismatches += v.flag_mismatches;
             totals.date_mismatches += v.date_mismatches;
         }
         let failed = self.folders.iter().filter(|v| !v.ok()).count();
         write!(
             f,
-            "Verify {}: {} folders ({failed} failed), host1 {} messages, host2 {}, missing on host2 {}, extra on host2 {}, flag mismatches {}, date mismatches {}",
+            "Verify {}: {} folders ({failed} failed), host1 {} messages, host2 {}, missing on host2 {}, extra on host2 {}, flag mismatches {}, date mismatches {}, \\Deleted on host1 left out {}",
             if self.ok { "OK" } else { "FAILED" },
             self.folders.len(),
             totals.host1_messages,
@@ -551,6 +576,7 @@ impl fmt::Display for VerifyReport {
             totals.extra_on_host2,
             totals.flag_mismatches,
             totals.date_mismatches,
+            totals.deleted_on_host1,
         )
     }
 }
