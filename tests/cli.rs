@@ -165,3 +165,143 @@ fn sync_writes_the_report_and_justfolders_copies_no_message() {
         .unwrap();
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }
+
+#[test]
+fn passwords_and_defaults_come_from_the_environment_and_the_config_file() {
+    let Some(lab) = lab() else { return };
+    let user = "user0034";
+    // Passwords from IMAPFLEET_PASSWORD1/2, nothing secret in argv.
+    let o = Command::new(bin())
+        .args([
+            "sync",
+            "--justlogin",
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            "1143",
+            "--user1",
+            user,
+        ])
+        .args(["--host2", "127.0.0.1", "--port2", "2143", "--user2", user])
+        .args([
+            "--cafile1",
+            &lab.ca.display().to_string(),
+            "--cafile2",
+            &lab.ca.display().to_string(),
+        ])
+        .env("IMAPFLEET_PASSWORD1", &lab.password)
+        .env("IMAPFLEET_PASSWORD2", &lab.password)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !text(&o).contains("visible to other local users"),
+        "{}",
+        text(&o)
+    );
+
+    // Everything from a config file; the command line still wins (a wrong port2 in the file is overridden).
+    let conf = lab.dir.join("cli-test-config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "host1 = \"127.0.0.1\"\nport1 = 1143\nuser1 = \"{user}\"\npassfile1 = \"{pf}\"\ncafile1 = \"{ca}\"\n\
+             host2 = \"127.0.0.1\"\nport2 = 1\nuser2 = \"{user}\"\npassfile2 = \"{pf}\"\ncafile2 = \"{ca}\"\ntimeout = 30\n",
+            pf = lab.passfile().display(),
+            ca = lab.ca.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args([
+            "--config",
+            &conf.display().to_string(),
+            "sync",
+            "--justlogin",
+            "--port2",
+            "2143",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Without the override, the file's port2 = 1 is used and the connection fails (exit 13).
+    let o = Command::new(bin())
+        .args([
+            "--config",
+            &conf.display().to_string(),
+            "sync",
+            "--justlogin",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+}
+
+#[test]
+fn implicit_tls_and_master_user_logins_work_from_the_command_line() {
+    let Some(lab) = lab() else { return };
+    let user = "user0035";
+    let admin_pass = lab.dir.join("admin.pass");
+    std::fs::write(&admin_pass, "adminsecret\n").unwrap();
+    let o = Command::new(bin())
+        .args(["sync", "--justlogin"])
+        .args([
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            "1993",
+            "--ssl1",
+            "--user1",
+            user,
+        ])
+        .args([
+            "--authuser1",
+            "admin",
+            "--passfile1",
+            &admin_pass.display().to_string(),
+        ])
+        .args(["--cafile1", &lab.ca.display().to_string()])
+        .args([
+            "--host2",
+            "127.0.0.1",
+            "--port2",
+            "2993",
+            "--ssl2",
+            "--user2",
+            user,
+            "--insecure2",
+        ])
+        .args(["--passfile2", &lab.passfile().display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("insecure2"),
+        "--insecure must warn:\n{}",
+        text(&o)
+    );
+
+    // Without the lab CA, the self-signed certificate is refused: a connect-class failure, not a hang.
+    let o = Command::new(bin())
+        .args(["sync", "--justlogin", "--timeout", "10"])
+        .args([
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            "1993",
+            "--ssl1",
+            "--user1",
+            user,
+        ])
+        .args(["--passfile1", &lab.passfile().display().to_string()])
+        .args(["--host2", "127.0.0.1", "--port2", "2143", "--user2", user])
+        .args([
+            "--passfile2",
+            &lab.passfile().display().to_string(),
+            "--cafile2",
+            &lab.ca.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(12), "{}", text(&o));
+}
