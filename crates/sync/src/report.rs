@@ -172,6 +172,8 @@ pub struct FolderReport {
     pub skipped: u64,
     /// host1 messages left out by a filter (max size, age).
     pub skipped_filters: u64,
+    /// host1 messages flagged `\Deleted` (deleted, not yet expunged there): left out by default.
+    pub skipped_deleted: u64,
     /// host2 messages whose flags were replaced by host1's.
     pub flags_updated: u64,
     /// Extra copies on host1 of a message already seen in the folder (same identity).
@@ -204,6 +206,7 @@ pub struct Totals {
     pub bytes: u64,
     pub skipped: u64,
     pub skipped_filters: u64,
+    pub skipped_deleted: u64,
     pub flags_updated: u64,
     pub duplicates_host1: u64,
     pub vanished_host1: u64,
@@ -230,6 +233,7 @@ impl Totals {
             t.bytes += f.bytes;
             t.skipped += f.skipped;
             t.skipped_filters += f.skipped_filters;
+            t.skipped_deleted += f.skipped_deleted;
             t.flags_updated += f.flags_updated;
             t.duplicates_host1 += f.duplicates_host1;
             t.vanished_host1 += f.vanished_host1;
@@ -312,13 +316,14 @@ impl AccountReport {
                 t.flags_updated,
             ),
             None => format!(
-                "OK: {} -> {}: nothing missing on host2: {} host1 messages, {} transferred, {} already there, {} skipped by filters, {} vanished, 0 errors",
+                "OK: {} -> {}: nothing missing on host2: {} host1 messages, {} transferred, {} already there, {} skipped by filters, {} flagged \\Deleted left out, {} vanished, 0 errors",
                 self.user1,
                 self.user2,
                 t.host1_messages,
                 t.transferred,
                 t.skipped,
                 t.skipped_filters,
+                t.skipped_deleted,
                 t.vanished_host1,
             ),
             Some(worst) => {
@@ -418,6 +423,11 @@ impl fmt::Display for AccountReport {
             f,
             "Messages skipped by filters             : {}",
             t.skipped_filters
+        )?;
+        writeln!(
+            f,
+            "Messages \\Deleted on host1 left out     : {}",
+            t.skipped_deleted
         )?;
         writeln!(
             f,

@@ -16,7 +16,7 @@ use super::batch::{batches, flag_fallbacks, group_by_flags, removed_flags, uid_s
 use super::{Ctx, Pair, Side};
 use crate::identity::{key_from_fields, key_from_full_header, IdentityConfig, IdentityKey, Keyed};
 use crate::mapping::FolderPair;
-use crate::plan::{plan_folder, CopyAction, FlagAction, FolderSide, MsgInfo};
+use crate::plan::{plan_folder, CopyAction, FlagAction, FolderSide, MsgInfo, SkipReason};
 use crate::report::{ErrorClass, FolderReport, SyncError};
 
 /// Why a folder attempt stopped early.
@@ -131,7 +131,13 @@ pub(crate) async fn sync_folder(
     rep.host1_messages = side1.messages.len() as u64;
     rep.duplicates_host1 = duplicates(&side1.messages);
     rep.skipped = (plan.matched.len() as u64).saturating_sub(carried);
-    rep.skipped_filters = plan.skipped.len() as u64;
+    let deleted = plan
+        .skipped
+        .iter()
+        .filter(|k| k.reason == SkipReason::DeletedOnHost1)
+        .count();
+    rep.skipped_deleted = deleted as u64;
+    rep.skipped_filters = (plan.skipped.len() - deleted) as u64;
     rep.only_on_host2 = plan.only_on_host2 as u64;
     let to_copy_bytes: u64 = plan.copies.iter().map(|c| u64::from(c.size)).sum();
     ctx.progress
