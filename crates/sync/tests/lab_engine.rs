@@ -286,3 +286,48 @@ async fn message_vanished_before_fetch_is_counted_not_an_error() {
     let v = verify_account(&ep1, &ep2, &opts).await.expect("verify");
     assert!(v.ok, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_are_classified_and_passwords_never_reported() {
+    let Some(()) = lab_required() else { return };
+    let user = "user0204";
+    let opts = SyncOptions {
+        just_login: true,
+        ..SyncOptions::default()
+    };
+    let ok = sync_account(
+        &endpoint(1, user),
+        &endpoint(2, user),
+        &opts,
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!(ok.exit_code(), 0, "{ok}");
+
+    let mut bad1 = endpoint(1, user);
+    bad1.password = Secret::new("wrong-pass-1");
+    let r = sync_account(&bad1, &endpoint(2, user), &opts, Arc::new(NoProgress)).await;
+    assert_eq!(r.exit_code(), 10, "{r}");
+
+    let mut bad2 = endpoint(2, user);
+    bad2.password = Secret::new("wrong-pass-2");
+    let r = sync_account(
+        &endpoint(1, user),
+        &bad2,
+        &SyncOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!(r.exit_code(), 11, "{r}");
+    let json = serde_json::to_string(&r).expect("json");
+    let text = format!("{r}\n{json}\n{r:?}");
+    assert!(
+        !text.contains("wrong-pass-2") && !text.contains("secret"),
+        "a password leaked:\n{text}"
+    );
+
+    let mut closed = endpoint(2, user);
+    closed.port = 9; // nothing listens there
+    let r = sync_account(&endpoint(1, user), &closed, &opts, Arc::new(NoProgress)).await;
+    assert_eq!(r.exit_code(), 13, "{r}");
+}
