@@ -15,3 +15,6 @@
 
 pub mod queue;
 pub mod lock;
+pub mod batch;
+pub mod task;
+pub mod state;
