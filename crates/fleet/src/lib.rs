@@ -18,3 +18,8 @@ pub mod lock;
 pub mod batch;
 pub mod task;
 pub mod state;
+pub mod metrics;
+pub mod http;
+pub mod worker;
+pub mod dispatcher;
+pub mod run;

@@ -209,6 +209,20 @@ impl FolderState {
     }
 }
 
+impl FolderState {
+    /// Add what an unfinished attempt did (it stopped early and will be retried): its actions only.
+    pub fn merge_partial(&mut self, r: &FolderReport) {
+        let c = &mut self.counts;
+        c.transferred += r.transferred;
+        c.bytes += r.bytes;
+        c.flags_updated += r.flags_updated;
+        c.flags_dropped += r.flags_dropped;
+        c.vanished_host1 += r.vanished_host1;
+        c.reconnects += u64::from(r.reconnects);
+        c.elapsed_secs += r.elapsed_secs;
+    }
+}
+
 /// An account of a job: who, and what its account task did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountRecord {

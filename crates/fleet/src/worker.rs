@@ -1,0 +1,783 @@
+//! The worker: takes tasks from the queue and carries them out, keeping nothing locally.
+//!
+//! - **Account task**: under a lease on the account, log in to both sides, map, create the host2
+//!   folders ([`prepare_account`]), record the folder list, publish one folder task per pair, ack.
+//!   A redelivered account task that was already prepared publishes the unfinished folders again
+//!   (a duplicate folder task is harmless: it waits for the folder's lease and finds nothing to do).
+//! - **Folder task**: take the leases on (account pair, host2 folder) and on the host2 folder alone,
+//!   keep them renewed, run one slice ([`sync_folder_slice`]); stop at once if a lease is lost.
+//!   Record the slice under the pair lease's fence, publish the continuation when copies are left,
+//!   then ack. Nothing is acknowledged before its state is written.
+//!
+//! Failures: a server refusing more connections (`NO [LIMIT]`, "too many connections") backs off
+//! and goes back to the queue without counting an attempt; a lost connection or an unreachable
+//! server is retried with exponential backoff and, after `max_attempts`, recorded as the account's
+//! or folder's error (and dead-lettered); authentication and other refusals are final at once.
+//! On shutdown no new task is taken; a slice in progress gets `shutdown_grace` to finish, then it is
+//! abandoned and requeued (the engine re-plans, so a half-done slice is never copied twice).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use imapfleet_sync::engine::{prepare_account, sync_folder_slice, NoProgress, SliceBudget};
+use imapfleet_sync::report::{ErrorClass, SyncError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::lock::{LeaseKeeper, LockManager};
+use crate::metrics::{ConnectionGuard, Metrics};
+use crate::queue::{Delivery, TaskQueue};
+use crate::state::{AccountRecord, ErrorRecord, Fence, FolderState, StateStore};
+use crate::task::{AccountTask, FolderSpec, FolderTask, Sealer, Task};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks worked on at once by this process.
+    pub concurrency: usize,
+    /// Budget of one folder slice: bytes and messages appended.
+    pub slice_bytes: u64,
+    pub slice_messages: usize,
+    /// Lease time-to-live (renewed every third of it).
+    pub lease_ttl: Duration,
+    /// How long to wait for a taken folder lease before putting the task back.
+    pub lock_wait: Duration,
+    /// Deliveries of a task before its failure is final (keep equal to the queue's).
+    pub max_attempts: u32,
+    /// Exponential backoff of retries: base doubling per attempt, capped.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Backoff after a refusal for too many connections (doubling per refusal, capped at 60 s).
+    pub limit_backoff: Duration,
+    /// After shutdown is asked, how long a slice in progress may still run.
+    pub shutdown_grace: Duration,
+    /// Append one JSON line per folder run (lease key, fence, start and end in ms since the epoch).
+    pub run_log: Option<PathBuf>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            slice_bytes: 64 << 20,
+            slice_messages: 5_000,
+            lease_ttl: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(5),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            limit_backoff: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            run_log: None,
+        }
+    }
+}
+
+/// What to do with a delivery after its task ran.
+#[derive(Debug)]
+enum Outcome {
+    Ack,
+    /// Back to the queue without counting an attempt, after a pause.
+    Requeue(Duration),
+    /// A failure that may pass: again after `delay` (the queue counts the attempt).
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    /// Given up: recorded in the state; hand it to the dead-letter queue.
+    Dead {
+        error: String,
+    },
+}
+
+/// A worker process's task loop (any number of them share one queue).
+pub struct Worker {
+    queue: Arc<dyn TaskQueue>,
+    locks: Arc<dyn LockManager>,
+    state: Arc<dyn StateStore>,
+    sealer: Arc<dyn Sealer>,
+    metrics: Metrics,
+    cfg: WorkerConfig,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// A server's refusal because of too many connections (Dovecot `NO [LIMIT]` or its BYE, Gmail's
+/// "Too many simultaneous connections", Exchange's "User is authenticated but not connected"... the
+/// usual wordings).
+pub fn is_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("[limit]")
+        || m.contains("maximum number of connections")
+        || m.contains("too many connections")
+        || m.contains("too many simultaneous connections")
+        || m.contains("too many concurrent")
+}
+
+fn is_transient_class(c: ErrorClass) -> bool {
+    matches!(c, ErrorClass::ConnectHost1 | ErrorClass::ConnectHost2)
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    // 75 % .. 125 %
+    d.mul_f64(0.75 + frac / 2.0)
+}
+
+impl Worker {
+    pub fn new(
+        queue: Arc<dyn TaskQueue>,
+        locks: Arc<dyn LockManager>,
+        state: Arc<dyn StateStore>,
+        sealer: Arc<dyn Sealer>,
+        metrics: Metrics,
+        cfg: WorkerConfig,
+    ) -> Worker {
+        Worker {
+            queue,
+            locks,
+            state,
+            sealer,
+            metrics,
+            cfg,
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16));
+        jitter(exp.min(self.cfg.backoff_max))
+    }
+
+    fn limit_pause(&self, attempt: u32) -> Duration {
+        let exp = self
+            .cfg
+            .limit_backoff
+            .saturating_mul(1u32 << attempt.min(5));
+        jitter(exp.min(Duration::from_secs(60)))
+    }
+
+    /// Take and carry out tasks until `stop` fires or the queue closes; returns when every task in
+    /// progress is settled.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut loops = Vec::new();
+        for n in 0..self.cfg.concurrency.max(1) {
+            let me = self.clone();
+            let stop = stop.clone();
+            loops.push(tokio::spawn(async move { me.consume(n, stop).await }));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+
+    async fn consume(&self, n: usize, stop: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                d = self.queue.next() => d,
+            };
+            match next {
+                Ok(Some(d)) => self.handle(d, &stop).await,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(consumer = n, error = %e, "queue: cannot take a task; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        debug!(consumer = n, "consumer stopped");
+    }
+
+    /// One delivery, settled whatever happens.
+    async fn handle(&self, d: Box<dyn Delivery>, stop: &CancellationToken) {
+        let attempt = d.attempt();
+        let task = match Task::decode(d.body()) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "unreadable task");
+                let r = if attempt + 1 >= self.cfg.max_attempts {
+                    self.metrics
+                        .dead_lettered
+                        .with_label_values(&["unknown"])
+                        .inc();
+                    d.retry(Duration::ZERO, &e.to_string()).await
+                } else {
+                    d.retry(self.backoff(attempt), &e.to_string()).await
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "queue: cannot settle an unreadable task");
+                }
+                return;
+            }
+        };
+        let job = task.account().job.clone();
+        let kind = match &task {
+            Task::Account(_) => "account",
+            Task::Folder(_) => "folder",
+        };
+        let in_flight = self
+            .metrics
+            .tasks_in_flight
+            .with_label_values(&[job.as_str()]);
+        in_flight.inc();
+        let grace = self.cfg.shutdown_grace;
+        let work = async {
+            match &task {
+                Task::Account(t) => self.account_task(t, attempt).await,
+                Task::Folder(t) => self.folder_task(t, attempt).await,
+            }
+        };
+        let outcome = tokio::select! {
+            o = work => o,
+            _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                info!(job = %job, kind, "shutting down: task in progress put back");
+                Outcome::Requeue(Duration::ZERO)
+            }
+        };
+        in_flight.dec();
+        let settled = match outcome {
+            Outcome::Ack => {
+                self.metrics
+                    .tasks_done
+                    .with_label_values(&[job.as_str(), kind])
+                    .inc();
+                d.ack().await
+            }
+            Outcome::Requeue(pause) => {
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                d.requeue().await
+            }
+            Outcome::Retry { delay, error } => {
+                self.metrics
+                    .retries
+                    .with_label_values(&[job.as_str()])
+                    .inc();
+                d.retry(delay, &error).await
+            }
+            Outcome::Dead { error } => {
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[job.as_str()])
+                    .inc();
+                d.retry(Duration::ZERO, &error).await
+            }
+        };
+        if let Err(e) = settled {
+            // Not settled: the broker hands it out again (at-least-once); the work is idempotent.
+            warn!(job = %job, kind, error = %e, "queue: cannot settle the delivery");
+        }
+    }
+
+    fn count_errors(&self, job: &str, errors: &[SyncError]) {
+        for e in errors {
+            self.metrics
+                .errors
+                .with_label_values(&[job, e.class.name()])
+                .inc();
+        }
+    }
+
+    async fn lease(&self, job: &str, key: &str) -> Result<Option<LeaseKeeper>, String> {
+        let ttl = self.cfg.lease_ttl;
+        let first = self
+            .locks
+            .try_acquire(key, ttl)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lease = match first {
+            Some(l) => l,
+            None => {
+                self.metrics.lock_waits.with_label_values(&[job]).inc();
+                match self
+                    .locks
+                    .acquire_within(key, ttl, self.cfg.lock_wait)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(l) => l,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(LeaseKeeper::spawn(self.locks.clone(), lease, ttl)))
+    }
+
+    async fn release(keepers: Vec<LeaseKeeper>) {
+        for k in keepers {
+            if let Err(e) = k.release().await {
+                debug!(error = %e, "lease release failed; it expires by itself");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+
+    async fn account_task(&self, t: &AccountTask, attempt: u32) -> Outcome {
+        let a = &t.account;
+        let job = a.job.as_str();
+        let key = format!("imapfleet:lock:account:{}:{}", a.job, a.account);
+        let keeper = match self.lease(job, &key).await {
+            Ok(Some(k)) => k,
+            Ok(None) => return Outcome::Requeue(Duration::from_millis(500)),
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("lock: {e}"),
+                }
+            }
+        };
+        let fence = Fence(keeper.fence());
+        let outcome = self.account_locked(t, attempt, fence, &keeper).await;
+        Self::release(vec![keeper]).await;
+        outcome
+    }
+
+    async fn account_locked(
+        &self,
+        t: &AccountTask,
+        attempt: u32,
+        fence: Fence,
+        keeper: &LeaseKeeper,
+    ) -> Outcome {
+        let a = &t.account;
+        let job = a.job.as_str();
+        let mut rec = match self.state.account(job, &a.account).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                warn!(job, account = %a.account, "task of an unknown job or account: dropped");
+                return Outcome::Ack;
+            }
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("state: {e}"),
+                }
+            }
+        };
+        if !rec.errors.is_empty() {
+            return Outcome::Ack;
+        }
+        if rec.prepared {
+            // Redelivered after the fan-out began: publish the unfinished folders again.
+            return match self.fan_out(t, &rec).await {
+                Ok(()) => Outcome::Ack,
+                Err(e) => Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: e,
+                },
+            };
+        }
+        if rec.started.is_none() {
+            rec.started = Some(chrono::Local::now().to_rfc3339());
+        }
+        if let Err(e) = self.state.put_account(job, &rec, fence).await {
+            return Outcome::Retry {
+                delay: self.backoff(attempt),
+                error: format!("state: {e}"),
+            };
+        }
+        let (ep1, ep2) = match a.endpoints(&*self.sealer) {
+            Ok(x) => x,
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: e.to_string(),
+                }
+            }
+        };
+        let opts = match a.sync.options() {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .account_final(
+                        job,
+                        rec,
+                        vec![SyncError::account(ErrorClass::Usage, e.to_string())],
+                        fence,
+                        None,
+                    )
+                    .await
+            }
+        };
+        let prepared = {
+            let _conns = ConnectionGuard::open(&self.metrics, &[ep1.addr(), ep2.addr()]);
+            let lost = keeper.lost();
+            tokio::select! {
+                p = prepare_account(&ep1, &ep2, &opts) => p,
+                _ = lost.cancelled() => {
+                    self.metrics.lease_losses.with_label_values(&[job]).inc();
+                    return Outcome::Requeue(Duration::ZERO);
+                }
+            }
+        };
+        match prepared {
+            Err(errs) => {
+                let why: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+                let why = why.join("; ");
+                if errs.iter().any(|e| is_limit(&e.message)) {
+                    self.metrics.limit_backoffs.with_label_values(&[job]).inc();
+                    info!(job, account = %a.account, "server refuses more connections; backing off");
+                    return Outcome::Requeue(self.limit_pause(attempt));
+                }
+                let transient = errs.iter().all(|e| is_transient_class(e.class));
+                if transient && attempt + 1 < self.cfg.max_attempts {
+                    rec.retries += 1;
+                    let _ = self.state.put_account(job, &rec, fence).await;
+                    warn!(job, account = %a.account, attempt, error = %why, "account: cannot connect; will retry");
+                    return Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: why,
+                    };
+                }
+                let dead = transient.then_some(why);
+                self.account_final(job, rec, errs, fence, dead).await
+            }
+            Ok(p) => {
+                rec.prepared = true;
+                rec.folders = p.pairs.iter().map(FolderSpec::from_pair).collect();
+                rec.created = p.created;
+                rec.create_failed = p.create_failed;
+                if let Err(e) = self.state.put_account(job, &rec, fence).await {
+                    return Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: format!("state: {e}"),
+                    };
+                }
+                info!(job, account = %a.account, folders = rec.folders.len(), "account prepared");
+                match self.fan_out(t, &rec).await {
+                    Ok(()) => Outcome::Ack,
+                    Err(e) => Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: e,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Record the account's final errors; `dead` when it was given up after its attempts.
+    async fn account_final(
+        &self,
+        job: &str,
+        mut rec: AccountRecord,
+        errs: Vec<SyncError>,
+        fence: Fence,
+        dead: Option<String>,
+    ) -> Outcome {
+        rec.errors = errs.iter().map(ErrorRecord::from).collect();
+        if let Err(e) = self.state.put_account(job, &rec, fence).await {
+            return Outcome::Retry {
+                delay: self.backoff(0),
+                error: format!("state: {e}"),
+            };
+        }
+        self.count_errors(job, &errs);
+        let classes: Vec<&str> = errs.iter().map(|e| e.class.name()).collect();
+        warn!(job, account = %rec.account, classes = %classes.join(","), "account failed");
+        match dead {
+            Some(error) => Outcome::Dead { error },
+            None => Outcome::Ack,
+        }
+    }
+
+    /// Publish a folder task for every folder of `rec` not done yet.
+    async fn fan_out(&self, t: &AccountTask, rec: &AccountRecord) -> Result<(), String> {
+        let a = &t.account;
+        for (i, f) in rec.folders.iter().enumerate() {
+            match self.state.folder(&a.job, &a.account, i).await {
+                Ok(Some(st)) if st.done => continue,
+                Ok(_) => {}
+                Err(e) => return Err(format!("state: {e}")),
+            }
+            let ft = FolderTask {
+                account: a.clone(),
+                index: i,
+                folder: f.clone(),
+                slice: 0,
+                created: rec.created.contains(&f.raw2),
+                create_failed: rec
+                    .create_failed
+                    .iter()
+                    .find(|(raw, _)| *raw == f.raw2)
+                    .map(|(_, why)| why.clone()),
+            };
+            self.queue
+                .publish(&Task::Folder(ft).encode())
+                .await
+                .map_err(|e| format!("queue: {e}"))?;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+
+    async fn folder_task(&self, t: &FolderTask, attempt: u32) -> Outcome {
+        let a = &t.account;
+        let job = a.job.as_str();
+        match self.state.folder(job, &a.account, t.index).await {
+            Ok(Some(st)) if st.done => return Outcome::Ack,
+            Ok(_) => {}
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("state: {e}"),
+                }
+            }
+        }
+        let (k_pair, k_folder) = t.lock_keys();
+        let k1 = match self.lease(job, &k_pair).await {
+            Ok(Some(k)) => k,
+            Ok(None) => return Outcome::Requeue(Duration::from_millis(200)),
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("lock: {e}"),
+                }
+            }
+        };
+        let k2 = match self.lease(job, &k_folder).await {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                Self::release(vec![k1]).await;
+                return Outcome::Requeue(Duration::from_millis(200));
+            }
+            Err(e) => {
+                Self::release(vec![k1]).await;
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("lock: {e}"),
+                };
+            }
+        };
+        let outcome = self.folder_locked(t, attempt, &k1, &k2).await;
+        Self::release(vec![k1, k2]).await;
+        outcome
+    }
+
+    async fn leases_current(&self, keepers: [&LeaseKeeper; 2]) -> bool {
+        for k in keepers {
+            if k.is_lost() {
+                return false;
+            }
+            match self.locks.is_current(&k.lease().key, k.fence()).await {
+                Ok(true) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    async fn folder_locked(
+        &self,
+        t: &FolderTask,
+        attempt: u32,
+        k1: &LeaseKeeper,
+        k2: &LeaseKeeper,
+    ) -> Outcome {
+        let a = &t.account;
+        let job = a.job.as_str();
+        let fence = Fence(k1.fence());
+        // Under the lease: another run may have finished the folder meanwhile.
+        let prev = match self.state.folder(job, &a.account, t.index).await {
+            Ok(Some(st)) if st.done => return Outcome::Ack,
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("state: {e}"),
+                }
+            }
+        };
+        let (ep1, ep2) = match a.endpoints(&*self.sealer) {
+            Ok(x) => x,
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: e.to_string(),
+                }
+            }
+        };
+        let mut opts = match a.sync.options() {
+            Ok(o) => o,
+            Err(e) => {
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: e.to_string(),
+                }
+            }
+        };
+        opts.connections = 1;
+        opts.slice = Some(SliceBudget::new(
+            self.cfg.slice_bytes,
+            self.cfg.slice_messages,
+        ));
+        let pair = t.folder.pair();
+        let started = Instant::now();
+        let start_ms = now_ms();
+        let first = prev.as_ref().is_none_or(|p| p.slices == 0);
+        let out = {
+            let _conns = ConnectionGuard::open(&self.metrics, &[ep1.addr(), ep2.addr()]);
+            let (l1, l2) = (k1.lost(), k2.lost());
+            tokio::select! {
+                o = sync_folder_slice(&ep1, &ep2, &opts, &pair, t.created && first, t.create_failed.as_deref(), &NoProgress) => Some(o),
+                _ = l1.cancelled() => None,
+                _ = l2.cancelled() => None,
+            }
+        };
+        self.log_run(
+            &k1.lease().key,
+            k1.fence(),
+            &k2.lease().key,
+            k2.fence(),
+            start_ms,
+        );
+        let Some(out) = out else {
+            self.metrics.lease_losses.with_label_values(&[job]).inc();
+            warn!(job, account = %a.account, folder = %t.folder.name1, "lease lost mid-slice: stopped, task put back");
+            return Outcome::Requeue(Duration::ZERO);
+        };
+        if !self.leases_current([k1, k2]).await {
+            self.metrics.lease_losses.with_label_values(&[job]).inc();
+            warn!(job, account = %a.account, folder = %t.folder.name1, "lease lost: slice not recorded, task put back");
+            return Outcome::Requeue(Duration::ZERO);
+        }
+        let r = &out.report;
+        let limit = !r.synced && out.errors.iter().any(|e| is_limit(&e.message));
+        let transient = !r.synced
+            && (limit
+                || out.errors.is_empty()
+                || out.errors.iter().all(|e| is_transient_class(e.class)));
+        let mut st = prev.unwrap_or_else(|| FolderState::new(&t.folder, t.created));
+        let (outcome, more) = if limit || (transient && attempt + 1 < self.cfg.max_attempts) {
+            // Keep what the attempt did; the next attempt re-plans and goes on.
+            st.merge_partial(r);
+            let why: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+            let why = if why.is_empty() {
+                "folder not processed".to_string()
+            } else {
+                why.join("; ")
+            };
+            if limit {
+                self.metrics.limit_backoffs.with_label_values(&[job]).inc();
+                info!(job, account = %a.account, "server refuses more connections; backing off");
+                (Outcome::Requeue(self.limit_pause(attempt)), false)
+            } else {
+                warn!(job, account = %a.account, folder = %t.folder.name1, attempt, error = %why, "slice failed; will retry");
+                (
+                    Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: why,
+                    },
+                    false,
+                )
+            }
+        } else {
+            st.merge_slice(r, &out.errors);
+            let more = r.synced && out.deferred > 0;
+            st.done = !more;
+            self.count_errors(job, &out.errors);
+            if transient {
+                let why: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+                (
+                    Outcome::Dead {
+                        error: why.join("; "),
+                    },
+                    false,
+                )
+            } else {
+                (Outcome::Ack, more)
+            }
+        };
+        if let Err(e) = self
+            .state
+            .put_folder(job, &a.account, t.index, &st, fence)
+            .await
+        {
+            if matches!(e, crate::state::StateError::Stale { .. }) {
+                self.metrics.lease_losses.with_label_values(&[job]).inc();
+                return Outcome::Requeue(Duration::ZERO);
+            }
+            return Outcome::Retry {
+                delay: self.backoff(attempt),
+                error: format!("state: {e}"),
+            };
+        }
+        self.metrics
+            .messages_copied
+            .with_label_values(&[job])
+            .inc_by(r.transferred);
+        self.metrics
+            .bytes_copied
+            .with_label_values(&[job])
+            .inc_by(r.bytes);
+        self.metrics
+            .flags_updated
+            .with_label_values(&[job])
+            .inc_by(r.flags_updated);
+        if st.done {
+            self.metrics
+                .messages_skipped
+                .with_label_values(&[job])
+                .inc_by(st.counts.skipped);
+        }
+        self.metrics.observe_folder_task(job, started.elapsed());
+        debug!(job, account = %a.account, folder = %t.folder.name1, slice = t.slice, copied = r.transferred, more, "slice recorded");
+        if more {
+            let next = FolderTask {
+                slice: t.slice + 1,
+                ..t.clone()
+            };
+            if let Err(e) = self.queue.publish(&Task::Folder(next).encode()).await {
+                // Recorded but not continued: redelivery runs the next slice.
+                return Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: format!("queue: {e}"),
+                };
+            }
+        }
+        outcome
+    }
+
+    fn log_run(&self, key1: &str, fence1: u64, key2: &str, fence2: u64, start_ms: u128) {
+        let Some(path) = &self.cfg.run_log else {
+            return;
+        };
+        let line = serde_json::json!({
+            "pair_key": key1, "pair_fence": fence1, "folder_key": key2, "folder_fence": fence2,
+            "start_ms": start_ms as u64, "end_ms": now_ms() as u64, "pid": std::process::id(),
+        });
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = r {
+            warn!(error = %e, "cannot append to the run log");
+        }
+    }
+}
