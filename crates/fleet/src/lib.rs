@@ -23,3 +23,4 @@ pub mod http;
 pub mod worker;
 pub mod dispatcher;
 pub mod run;
+pub mod crypto;
