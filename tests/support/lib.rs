@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use imapfleet_imap::{AuthMethod, Endpoint, Secret, Security};
 
+/// The scripted fake IMAP server for the cases that need a misbehaving server.
+pub mod fake_server;
+
 /// Facts about the running lab (from `scripts/lab.sh env`).
 #[derive(Debug, Clone)]
 pub struct Lab {
