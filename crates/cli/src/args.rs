@@ -37,6 +37,14 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Fill a mailbox with the project's deterministic generated test mail (for labs and benchmarks).
     Generate(GenerateArgs),
+    /// Check a batch of accounts and enqueue it as a job (RabbitMQ, state in Redis), then exit.
+    Dispatch(DispatchArgs),
+    /// Take tasks from the queue and carry them out until SIGTERM.
+    Worker(WorkerArgs),
+    /// Progress of a job: per account pending / running / done / failed, totals.
+    Status(StatusArgs),
+    /// Run a batch in this process: dispatcher and workers, no RabbitMQ or Redis.
+    Run(RunArgs),
 }
 
 macro_rules! side_args {
@@ -220,4 +228,97 @@ pub struct GenerateArgs {
     /// Per-command timeout in seconds (default 120).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+}
+
+/// The batch options shared by `dispatch` and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct BatchArgs {
+    /// Batch file: imapsync's `host1;user1;password1;host2;user2;password2;[options];` lines, CSV with
+    /// a header row, or YAML (by extension, else by content).
+    #[arg(long, value_name = "FILE")]
+    pub accounts: PathBuf,
+    /// Name of the job (default: its id).
+    #[arg(long = "job", value_name = "NAME")]
+    pub job: Option<String>,
+    /// Go on with the good lines of a batch that has bad ones (they are still reported).
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// Options applied to every account before its own, in imapsync syntax (e.g. "--cafile1 ca.pem").
+    /// Also `batch_defaults` / IMAPFLEET_BATCH_DEFAULTS.
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub defaults: Option<String>,
+    /// Per-command timeout in seconds for accounts that set none (default 120).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
+/// How workers work (`worker` and `run`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkArgs {
+    /// Bytes appended per folder slice before the folder goes back to the queue (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub slice_bytes: Option<u64>,
+    /// Messages appended per folder slice (default 5000).
+    #[arg(long, value_name = "N")]
+    pub slice_messages: Option<usize>,
+    /// Deliveries of a task before its failure is final (default 5).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Serve /metrics, /healthz and /readyz here (default 127.0.0.1:9898; IMAPFLEET_METRICS_ADDR).
+    /// `off` serves nothing.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Append one JSON line per folder run (lease keys, fences, start and end) to this file.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub run_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Only check the batch file; enqueue nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Tasks worked on at once (default 4).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub work: WorkArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Job id or name (default: the newest job).
+    pub job: Option<String>,
+    /// Print the whole job state as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Wait until every account is done or failed (polling), then print.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    pub wait_timeout: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Tasks worked on at once (default 4).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    /// Write the per-account report as JSON to this file.
+    #[arg(long = "report-json", value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// No progress line even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod fleet_cmd;
 mod progress;
 mod settings;
 
@@ -46,6 +47,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(a) => commands::sync(&settings, a).await,
         Command::Verify(a) => commands::verify(&settings, a).await,
         Command::Generate(a) => commands::generate(&settings, a).await,
+        Command::Dispatch(a) => fleet_cmd::dispatch(&settings, a).await,
+        Command::Worker(a) => fleet_cmd::worker(&settings, a).await,
+        Command::Status(a) => fleet_cmd::status(&settings, a).await,
+        Command::Run(a) => fleet_cmd::run(&settings, a).await,
     }
 }
 
@@ -56,7 +61,9 @@ fn init_logging(filter: Option<&str>) {
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| {
-            EnvFilter::new("warn,imapfleet=info,imapfleet_sync=info,imapfleet_imap=warn")
+            EnvFilter::new(
+                "warn,imapfleet=info,imapfleet_fleet=info,imapfleet_sync=info,imapfleet_imap=warn",
+            )
         });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -95,7 +95,7 @@ impl Settings {
         Ok(Settings { cfg })
     }
 
-    fn string(&self, key: &str) -> Option<String> {
+    pub fn string(&self, key: &str) -> Option<String> {
         self.cfg.get_string(key).ok()
     }
 

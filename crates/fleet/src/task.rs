@@ -415,8 +415,8 @@ impl FolderTask {
             &self.folder.raw2,
         ]);
         (
-            format!("imapfleet:lock:pair:{pair}"),
-            format!("imapfleet:lock:folder2:{folder2}"),
+            format!("pair:{pair}"),
+            format!("folder2:{folder2}"),
         )
     }
 }

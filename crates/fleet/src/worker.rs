@@ -340,7 +340,7 @@ impl Worker {
     async fn account_task(&self, t: &AccountTask, attempt: u32) -> Outcome {
         let a = &t.account;
         let job = a.job.as_str();
-        let key = format!("imapfleet:lock:account:{}:{}", a.job, a.account);
+        let key = format!("account:{}:{}", a.job, a.account);
         let keeper = match self.lease(job, &key).await {
             Ok(Some(k)) => k,
             Ok(None) => return Outcome::Requeue(Duration::from_millis(500)),
