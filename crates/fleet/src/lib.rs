@@ -24,3 +24,4 @@ pub mod worker;
 pub mod dispatcher;
 pub mod run;
 pub mod crypto;
+pub mod limits;
