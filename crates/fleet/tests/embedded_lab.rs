@@ -17,7 +17,7 @@ use imapfleet_sync::verify::verify_account;
 use tokio_util::sync::CancellationToken;
 
 const ACCOUNTS: usize = 4;
-const FIRST_USER: usize = 200;
+const FIRST_USER: usize = 280;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
