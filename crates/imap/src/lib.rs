@@ -18,6 +18,7 @@ pub mod error;
 pub mod mutf7;
 pub mod secret;
 pub mod session;
+pub mod stats;
 pub mod types;
 mod wire;
 

@@ -29,6 +29,8 @@ use crate::{
 
 type Conn = async_imap::Connection<ImapConn>;
 
+mod delta;
+
 /// One authenticated connection to one server. One command at a time.
 pub struct Session {
     inner: async_imap::Session<ImapConn>,
@@ -203,6 +205,7 @@ where
         (e, f)
     };
     tracing::trace!(endpoint = %ep.label, "> {command} ({} parts)", parts.len());
+    crate::stats::count(ep, command);
     let id = conn
         .run_command_parts(parts, literal_plus)
         .await
@@ -219,6 +222,7 @@ where
             let known = line.starts_with(b"* NAMESPACE ")
                 || line.starts_with(b"* LIST ")
                 || line.starts_with(b"* LSUB ")
+                || line.starts_with(b"* STATUS ")
                 || wire::is_fetch_line(&line);
             if !known {
                 tracing::warn!(
@@ -1410,6 +1414,7 @@ impl Session {
         let lp = self.caps.has("LITERAL+");
         let total: usize = messages.iter().map(|m| m.body.len()).sum();
         tracing::trace!(endpoint = %self.endpoint.label, "> APPEND {} message(s), {total} bytes", messages.len());
+        crate::stats::count(&self.endpoint, "APPEND");
         let res = self.inner.append_multi(raw_name, &msgs, lp).await;
         for line in self.inner.take_unparsed() {
             tracing::warn!(endpoint = %self.endpoint.label, "ignoring a response imap-proto cannot parse: {:?}", String::from_utf8_lossy(&line[..line.len().min(200)]));

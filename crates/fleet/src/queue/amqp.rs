@@ -197,6 +197,7 @@ impl Link {
 }
 
 struct ConsumerState {
+    connection: Arc<Connection>,
     channel: Channel,
     consumer: Consumer,
     generation: u64,
@@ -600,6 +601,7 @@ impl Inner {
             .await
             .map_err(|e| backend("basic.consume", e))?;
         Ok(ConsumerState {
+            connection: conn,
             channel,
             consumer,
             generation,
@@ -663,18 +665,26 @@ impl TaskQueue for AmqpQueue {
                 }
                 Some(Err(e)) => {
                     let generation = state.generation;
+                    // Only the channel may have failed (e.g. a delivery held past the broker's
+                    // consumer_timeout): then keep the connection and its publishes going.
+                    let connection_alive = state.connection.status().connected();
                     *guard = None;
                     drop(guard);
-                    tracing::warn!(error = %redact_url(&e.to_string()), "AMQP consumer failed; reconnecting");
-                    self.inner.drop_link(generation).await;
+                    tracing::warn!(error = %redact_url(&e.to_string()), connection_alive, "AMQP consumer failed; restarting it");
+                    if !connection_alive {
+                        self.inner.drop_link(generation).await;
+                    }
                 }
                 None => {
                     // Cancelled by the broker (queue deleted, node down) or the channel closed.
                     let generation = state.generation;
+                    let connection_alive = state.connection.status().connected();
                     *guard = None;
                     drop(guard);
-                    tracing::warn!(queue = %self.inner.cfg.queue, "AMQP consumer ended; restarting it");
-                    self.inner.drop_link(generation).await;
+                    tracing::warn!(queue = %self.inner.cfg.queue, connection_alive, "AMQP consumer ended; restarting it");
+                    if !connection_alive {
+                        self.inner.drop_link(generation).await;
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -690,7 +700,9 @@ impl TaskQueue for AmqpQueue {
     }
 
     async fn dead_letter_list(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        // basic.get without ack on a throw-away channel; closing it puts them all back.
+        // basic.get without ack on a throw-away channel; closing it puts them all back (quorum
+        // queues cannot be browsed). The broker requeues them a moment after: a count or listing
+        // right after this one may briefly miss them.
         let ch = self.inner.fresh_channel().await?;
         let mut out = Vec::new();
         let name = self.inner.cfg.dead_queue();
