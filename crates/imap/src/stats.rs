@@ -37,7 +37,10 @@ pub fn commands(ep: &Endpoint) -> BTreeMap<String, u64> {
 }
 
 /// What was sent between two [`commands`] snapshots (names with a zero difference left out).
-pub fn since(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, &n)| {

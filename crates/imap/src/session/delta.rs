@@ -137,7 +137,9 @@ impl Session {
                 Some(e) => {
                     by_name.insert(e.raw_name.clone(), info);
                 }
-                None => tracing::debug!(endpoint = %self.endpoint.label, "STATUS of unlisted {reported:?} ignored"),
+                None => {
+                    tracing::debug!(endpoint = %self.endpoint.label, "STATUS of unlisted {reported:?} ignored")
+                }
             }
         }
         Ok((entries, by_name))
@@ -243,7 +245,8 @@ mod tests {
         assert_eq!(n, "x]y");
         let (n, _) = parse_status_line(b"* STATUS \"a\\\"b\" (MESSAGES 1)\r\n").unwrap();
         assert_eq!(n, "a\"b");
-        let (n, i) = parse_status_line(b"* STATUS {5}\r\nab cd (X-UNKNOWN 3 MESSAGES 2)\r\n").unwrap();
+        let (n, i) =
+            parse_status_line(b"* STATUS {5}\r\nab cd (X-UNKNOWN 3 MESSAGES 2)\r\n").unwrap();
         assert_eq!(n, "ab cd");
         assert_eq!(i.messages, Some(2));
         assert!(parse_status_line(b"* STATUS INBOX (MESSAGES x)\r\n").is_err());
