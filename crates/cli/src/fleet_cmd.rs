@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use imapfleet_fleet::batch::{read_batch, Batch};
 use imapfleet_fleet::crypto::SecretKey;
 use imapfleet_fleet::dispatcher::{accepted, DispatchError, Dispatcher};
+use imapfleet_fleet::limits::{ConnectionLimits, LimitsConfig, RedisLimitStore};
 use imapfleet_fleet::lock::RedisLocks;
 use imapfleet_fleet::metrics::Metrics;
 use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue};
@@ -125,6 +126,19 @@ fn worker_config(settings: &Settings, w: &WorkArgs) -> Result<WorkerConfig> {
         cfg.max_attempts = n.max(1);
     }
     cfg.run_log = w.run_log.clone();
+    Ok(cfg)
+}
+
+/// Connection caps: `max_connections_per_host` (default none) and `max_connections_per_account`
+/// (default 10, Dovecot's mail_max_userip_connections).
+fn limits_config(settings: &Settings) -> Result<LimitsConfig> {
+    let mut cfg = LimitsConfig::default();
+    if let Some(n) = settings.number("max_connections_per_host")? {
+        cfg.per_host = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = settings.number("max_connections_per_account")? {
+        cfg.per_account = u32::try_from(n).unwrap_or(u32::MAX);
+    }
     Ok(cfg)
 }
 
@@ -240,7 +254,12 @@ pub async fn worker(settings: &Settings, a: WorkerArgs) -> Result<i32> {
     );
     let prefetch = u16::try_from(cfg.concurrency).unwrap_or(u16::MAX);
     let queue = Arc::new(connect_queue(settings, prefetch, cfg.max_attempts).await?);
-    let w = Arc::new(Worker::new(queue.clone(), locks, state, key, metrics, cfg));
+    let limit_store = RedisLimitStore::connect(&redis_url(settings))
+        .await
+        .context("connecting to Redis (limits)")?;
+    let limits = ConnectionLimits::new(Arc::new(limit_store), limits_config(settings)?);
+    let w =
+        Arc::new(Worker::new(queue.clone(), locks, state, key, metrics, cfg).with_limits(limits));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(pid = std::process::id(), "worker started");
     w.run(stop).await;
@@ -399,6 +418,7 @@ pub async fn run(settings: &Settings, a: RunArgs) -> Result<i32> {
         worker: worker_config(settings, &a.work)?,
         job_name: a.batch.job.clone(),
         default_timeout: default_timeout(settings, &a.batch)?,
+        limits: limits_config(settings)?,
         ..EmbeddedConfig::default()
     };
     let metrics = Metrics::new();

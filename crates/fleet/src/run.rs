@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::batch::BatchAccount;
 use crate::dispatcher::{DispatchError, Dispatcher};
+use crate::limits::{ConnectionLimits, LimitsConfig};
 use crate::lock::MemoryLocks;
 use crate::metrics::Metrics;
 use crate::queue::MemoryQueue;
@@ -26,6 +27,8 @@ pub struct EmbeddedConfig {
     pub default_timeout: u64,
     /// How often the job's progress is looked at.
     pub poll: Duration,
+    /// Connection caps per host and per account (in-process).
+    pub limits: LimitsConfig,
 }
 
 impl Default for EmbeddedConfig {
@@ -36,6 +39,7 @@ impl Default for EmbeddedConfig {
             job_name: None,
             default_timeout: 120,
             poll: Duration::from_millis(100),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -66,14 +70,17 @@ pub async fn run_embedded(
         concurrency: cfg.workers.max(1),
         ..cfg.worker.clone()
     };
-    let worker = Arc::new(Worker::new(
-        Arc::new(queue.clone()),
-        locks,
-        state.clone(),
-        sealer,
-        metrics,
-        wcfg,
-    ));
+    let worker = Arc::new(
+        Worker::new(
+            Arc::new(queue.clone()),
+            locks,
+            state.clone(),
+            sealer,
+            metrics,
+            wcfg,
+        )
+        .with_limits(ConnectionLimits::in_memory(cfg.limits.clone())),
+    );
     let worker_stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(worker_stop.clone()));
     let view = loop {

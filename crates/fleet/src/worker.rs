@@ -26,6 +26,7 @@ use imapfleet_sync::report::{ErrorClass, SyncError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::limits::{ConnectionLimits, ConnectionPermit, LimitError};
 use crate::lock::{LeaseKeeper, LockManager};
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::queue::{Delivery, TaskQueue};
@@ -55,6 +56,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Append one JSON line per folder run (lease key, fence, start and end in ms since the epoch).
     pub run_log: Option<PathBuf>,
+    /// How long to wait for a fleet-wide connection slot before putting the task back.
+    pub slot_wait: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +74,7 @@ impl Default for WorkerConfig {
             limit_backoff: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             run_log: None,
+            slot_wait: Duration::from_secs(10),
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Worker {
     sealer: Arc<dyn Sealer>,
     metrics: Metrics,
     cfg: WorkerConfig,
+    limits: Option<ConnectionLimits>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -154,7 +159,48 @@ impl Worker {
             sealer,
             metrics,
             cfg,
+            limits: None,
         }
+    }
+
+    /// Take a fleet-wide connection slot (per host, per account) before each login.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Worker {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Slots for one session on each side; `Err(outcome)` when the fleet is at a cap (back off,
+    /// not a failure) or the limits backend fails.
+    async fn slots(
+        &self,
+        job: &str,
+        eps: [&imapfleet_imap::Endpoint; 2],
+        attempt: u32,
+    ) -> Result<Vec<ConnectionPermit>, Outcome> {
+        let Some(limits) = &self.limits else {
+            return Ok(Vec::new());
+        };
+        let mut permits = Vec::new();
+        for ep in eps {
+            match limits
+                .acquire(&ep.addr(), &ep.user, self.cfg.slot_wait)
+                .await
+            {
+                Ok(p) => permits.push(p),
+                Err(LimitError::Busy { .. }) => {
+                    self.metrics.limit_backoffs.with_label_values(&[job]).inc();
+                    debug!(job, host = %ep.addr(), "fleet-wide connection cap reached; backing off");
+                    return Err(Outcome::Requeue(self.limit_pause(attempt)));
+                }
+                Err(e) => {
+                    return Err(Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: format!("limits: {e}"),
+                    })
+                }
+            }
+        }
+        Ok(permits)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -424,6 +470,10 @@ impl Worker {
                     .await
             }
         };
+        let _permits = match self.slots(job, [&ep1, &ep2], attempt).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
         let prepared = {
             let _conns = ConnectionGuard::open(&self.metrics, &[ep1.addr(), ep2.addr()]);
             let lost = keeper.lost();
@@ -637,6 +687,10 @@ impl Worker {
             self.cfg.slice_messages,
         ));
         let pair = t.folder.pair();
+        let _permits = match self.slots(job, [&ep1, &ep2], attempt).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
         let started = Instant::now();
         let start_ms = now_ms();
         let first = prev.as_ref().is_none_or(|p| p.slices == 0);
@@ -779,5 +833,192 @@ impl Worker {
         if let Err(e) = r {
             warn!(error = %e, "cannot append to the run log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{parse_batch, BatchFormat};
+    use crate::dispatcher::Dispatcher;
+    use crate::lock::MemoryLocks;
+    use crate::queue::MemoryQueue;
+    use crate::state::{AccountStatus, MemoryState};
+    use crate::task::ProcessSealer;
+
+    struct Rig {
+        queue: MemoryQueue,
+        state: Arc<MemoryState>,
+        sealer: Arc<ProcessSealer>,
+        metrics: Metrics,
+    }
+
+    fn rig(max_attempts: u32) -> Rig {
+        Rig {
+            queue: MemoryQueue::new(max_attempts),
+            state: Arc::new(MemoryState::new()),
+            sealer: Arc::new(ProcessSealer::default()),
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn cfg(max_attempts: u32) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 2,
+            max_attempts,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..WorkerConfig::default()
+        }
+    }
+
+    /// Run a worker until the queue is idle.
+    async fn drain(r: &Rig, cfg: WorkerConfig) {
+        let w = Arc::new(Worker::new(
+            Arc::new(r.queue.clone()),
+            Arc::new(MemoryLocks::new()),
+            r.state.clone(),
+            r.sealer.clone(),
+            r.metrics.clone(),
+            cfg,
+        ));
+        let stop = CancellationToken::new();
+        let h = tokio::spawn(w.run(stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !r.queue.is_idle() {
+            assert!(Instant::now() < deadline, "queue never idle");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_task_is_dead_lettered_after_its_attempts() {
+        let r = rig(3);
+        r.queue.publish(b"{not a task").await.unwrap();
+        drain(&r, cfg(3)).await;
+        let dead = r.queue.take_dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 3);
+        assert!(dead[0].error.contains("task format"), "{}", dead[0].error);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_retried_then_the_account_fails_as_connect() {
+        let r = rig(3);
+        // Nothing listens on port 1.
+        let b = parse_batch(
+            "127.0.0.1;u;pw;127.0.0.1;u;pw;--port1 1 --port2 1 --timeout 2;",
+            BatchFormat::Imapsync,
+            "",
+        );
+        let d = Dispatcher::new(
+            Arc::new(r.queue.clone()),
+            r.state.clone(),
+            r.sealer.clone(),
+            r.metrics.clone(),
+        );
+        let job = d.dispatch(&b.accounts, Some("t"), 5).await.unwrap();
+        drain(&r, cfg(3)).await;
+        let v = d.status(&job.id).await.unwrap();
+        let a = &v.accounts[0];
+        assert_eq!(a.status, AccountStatus::Failed, "{a:?}");
+        assert_eq!(a.error_class.as_deref(), Some("connect_host1"));
+        let rec = r.state.account(&job.id, &a.account).await.unwrap().unwrap();
+        assert_eq!(rec.retries, 2, "two retries before the last attempt");
+        assert_eq!(
+            r.queue.take_dead_letters().len(),
+            1,
+            "given up: dead-lettered"
+        );
+        let m = r.metrics.render();
+        use crate::metrics::sample;
+        assert_eq!(
+            sample(&m, "imapfleet_task_retries_total", &[("job", &job.id)]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&m, "imapfleet_dead_lettered_total", &[("job", &job.id)]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "imapfleet_errors_total", &[("class", "connect_host1")]),
+            Some(1.0)
+        );
+        assert!(!m.contains("pw"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn a_folder_task_of_a_done_folder_is_acknowledged_without_connecting() {
+        let r = rig(3);
+        let b = parse_batch(
+            "127.0.0.1;u;pw;127.0.0.1;u;pw;--port1 1 --port2 1;",
+            BatchFormat::Imapsync,
+            "",
+        );
+        let d = Dispatcher::new(
+            Arc::new(r.queue.clone()),
+            r.state.clone(),
+            r.sealer.clone(),
+            r.metrics.clone(),
+        );
+        let job = d.dispatch(&b.accounts, None, 5).await.unwrap();
+        // Drop the account task: publish a folder task by hand.
+        let acc = {
+            let del = r.queue.next().await.unwrap().unwrap();
+            let Task::Account(t) = Task::decode(del.body()).unwrap() else {
+                panic!()
+            };
+            del.ack().await.unwrap();
+            t.account
+        };
+        let spec = FolderSpec {
+            raw1: "INBOX".into(),
+            name1: "INBOX".into(),
+            raw2: "INBOX".into(),
+            name2: "INBOX".into(),
+            create: false,
+        };
+        let mut st = FolderState::new(&spec, false);
+        st.done = true;
+        r.state
+            .put_folder(&job.id, &acc.account, 0, &st, Fence(1))
+            .await
+            .unwrap();
+        let ft = FolderTask {
+            account: acc,
+            index: 0,
+            folder: spec,
+            slice: 3,
+            created: false,
+            create_failed: None,
+        };
+        r.queue.publish(&Task::Folder(ft).encode()).await.unwrap();
+        drain(&r, cfg(3)).await;
+        assert!(r.queue.take_dead_letters().is_empty());
+        let m = r.metrics.render();
+        assert_eq!(
+            crate::metrics::sample(&m, "imapfleet_tasks_total", &[("kind", "folder")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            crate::metrics::sample(&m, "imapfleet_task_retries_total", &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn limit_refusals_are_recognised() {
+        assert!(is_limit(
+            "host1: authentication failed for u: NO [LIMIT] Too many"
+        ));
+        assert!(is_limit(
+            "connection lost during LOGIN: BYE Maximum number of connections from user+IP exceeded"
+        ));
+        assert!(is_limit("Too many simultaneous connections. (Failure)"));
+        assert!(!is_limit(
+            "authentication failed for u: NO [AUTHENTICATIONFAILED] Authentication failed."
+        ));
     }
 }

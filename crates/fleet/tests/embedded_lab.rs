@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use imapfleet_fleet::batch::{parse_batch, BatchFormat};
+use imapfleet_fleet::limits::LimitsConfig;
 use imapfleet_fleet::metrics::{sample, Metrics};
 use imapfleet_fleet::run::{run_embedded, EmbeddedConfig};
 use imapfleet_fleet::state::AccountStatus;
@@ -136,9 +137,16 @@ async fn embedded_run_copies_every_account_in_slices_and_fails_a_wrong_password(
             slice_messages: 4,
             max_attempts: 3,
             backoff_base: Duration::from_millis(100),
+            slot_wait: Duration::from_millis(300),
+            limit_backoff: Duration::from_millis(50),
             ..WorkerConfig::default()
         },
         job_name: Some("embedded-lab".into()),
+        // One session per account and side at a time: the workers queue up for slots.
+        limits: LimitsConfig {
+            per_account: 1,
+            ..LimitsConfig::default()
+        },
         ..EmbeddedConfig::default()
     };
     let metrics = Metrics::new();
