@@ -25,3 +25,4 @@ pub mod dispatcher;
 pub mod run;
 pub mod crypto;
 pub mod limits;
+pub mod syncstate;

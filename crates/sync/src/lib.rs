@@ -15,4 +15,5 @@ pub mod identity;
 pub mod mapping;
 pub mod plan;
 pub mod report;
+pub mod state;
 pub mod verify;
