@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/lab.sh start
-scripts/services.sh start && export IMAPFLEET_SERVICES=1 && eval "$(scripts/services.sh env | sed 's/^/export /')"
+scripts/services.sh start; export IMAPFLEET_SERVICES=1; eval "$(scripts/services.sh env | sed 's/^/export /')"
 
 # Tests that need the lab fail (rather than skip) when it is not reachable.
 export IMAPFLEET_LAB=1
