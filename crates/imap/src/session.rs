@@ -10,7 +10,7 @@
 //! each write must make progress within it, see `conn::Timed`), so a silent server is noticed after
 //! `timeout` while a large transfer that keeps moving is never cut in the middle.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_imap::extensions::append::{AppendMessage, CommandPart};
 use async_imap::imap_proto::{
@@ -66,7 +66,6 @@ pub(crate) struct Done {
     pub(crate) code: Option<String>,
     #[allow(dead_code)]
     pub(crate) text: String,
-    pub(crate) resp: ResponseData,
 }
 
 fn capabilities_from(list: &[Capability<'_>]) -> Capabilities {
@@ -255,11 +254,7 @@ where
                                 *caps = capabilities_from(c);
                             }
                         }
-                        Ok(Done {
-                            code,
-                            text,
-                            resp: res,
-                        })
+                        Ok(Done { code, text })
                     }
                     Status::No => Err((
                         ImapError::No {
@@ -485,13 +480,15 @@ fn auth_error(ep: &Endpoint, command: &str, e: ImapError) -> ImapError {
 
 /// SASL exchange with one initial response (`AUTHENTICATE <mech> [<b64>]`). Any further challenge
 /// (XOAUTH2 sends its error as one) gets an empty response, after which the server ends the command.
+/// Returns the capabilities the server announced while authenticating: the tagged OK's
+/// `[CAPABILITY ...]` code, else an untagged `* CAPABILITY` line sent before it (Gmail, some
+/// proxies), else `None`.
 async fn sasl(
     conn: &mut Conn,
     ep: &Endpoint,
     mech: &str,
     response: &[u8],
     sasl_ir: bool,
-    caps: &mut Capabilities,
 ) -> Result<Option<Capabilities>> {
     use tokio::io::AsyncWriteExt;
     let command = format!("AUTHENTICATE {mech}");
@@ -505,6 +502,8 @@ async fn sasl(
         vec![text(format!("AUTHENTICATE {mech}"))]
     };
     let mut sent = sasl_ir && !b64.is_empty();
+    // An untagged CAPABILITY during the exchange describes the authenticated state.
+    let mut announced: Option<Capabilities> = None;
     let id = conn
         .run_command_parts(&parts, false)
         .await
@@ -559,7 +558,7 @@ async fn sasl(
                         }
                         Ok(match &outcome.code {
                             Some(ResponseCode::Capabilities(c)) => Some(capabilities_from(c)),
-                            _ => None,
+                            _ => announced,
                         })
                     }
                     Status::No => Err(ImapError::No {
@@ -582,17 +581,21 @@ async fn sasl(
             } => {
                 bye = Some(outcome.information.as_deref().unwrap_or("").to_string());
             }
-            Response::Capabilities(c) if is_capability_line(&res) => *caps = capabilities_from(c),
+            Response::Capabilities(c) if is_capability_line(&res) => {
+                announced = Some(capabilities_from(c))
+            }
             _ => {}
         }
     }
 }
 
-/// Log in with the endpoint's method. Returns the capabilities of the tagged OK when it has them.
+/// Log in with the endpoint's method (`caps`: the capabilities before login). Returns the
+/// capabilities the server announced during the login (the tagged OK's `[CAPABILITY ...]` code or
+/// an untagged CAPABILITY before it), `None` when it announced none.
 async fn authenticate(
     conn: &mut Conn,
     ep: &Endpoint,
-    caps: &mut Capabilities,
+    caps: &Capabilities,
     broken: &mut Option<String>,
 ) -> Result<Option<Capabilities>> {
     let method = match &ep.auth {
@@ -610,7 +613,7 @@ async fn authenticate(
     match method {
         AuthMethod::Plain => {
             let msg = wire::sasl_plain(&ep.user, ep.authuser.as_deref(), ep.password.expose());
-            sasl(conn, ep, "PLAIN", &msg, sasl_ir, caps)
+            sasl(conn, ep, "PLAIN", &msg, sasl_ir)
                 .await
                 .map_err(|e| auth_error(ep, "AUTHENTICATE PLAIN", e))
         }
@@ -630,7 +633,7 @@ async fn authenticate(
                 });
             }
             let msg = wire::xoauth2(&ep.user, token.expose());
-            sasl(conn, ep, "XOAUTH2", &msg, sasl_ir, caps)
+            sasl(conn, ep, "XOAUTH2", &msg, sasl_ir)
                 .await
                 .map_err(|e| auth_error(ep, "AUTHENTICATE XOAUTH2", e))
         }
@@ -656,7 +659,9 @@ async fn authenticate(
                 CommandPart::string(ep.password.expose().as_bytes()),
             ];
             let lp = caps.has("LITERAL+");
-            let mut fresh = caps.clone();
+            // `run` fills this from an untagged CAPABILITY and from the OK's code: both describe
+            // the logged-in state. Empty means the server announced nothing.
+            let mut fresh = Capabilities::default();
             let done = run(
                 conn,
                 ep,
@@ -674,17 +679,7 @@ async fn authenticate(
                     tracing::debug!(endpoint = %ep.label, "LOGIN OK with response code [{c}]");
                 }
             }
-            Ok(match done.resp.parsed() {
-                Response::Done {
-                    outcome:
-                        async_imap::imap_proto::Outcome {
-                            code: Some(ResponseCode::Capabilities(c)),
-                            ..
-                        },
-                    ..
-                } => Some(capabilities_from(c)),
-                _ => None,
-            })
+            Ok((!fresh.atoms.is_empty()).then_some(fresh))
         }
     }
 }
@@ -728,6 +723,55 @@ struct Partial {
     internaldate: Option<Option<DateTime<FixedOffset>>>,
     size: Option<u32>,
     body: Option<Option<Vec<u8>>>,
+}
+
+impl Partial {
+    /// Take the items `later` has (a later response about the same message wins).
+    fn merge(&mut self, later: Partial) {
+        self.uid = later.uid.or(self.uid);
+        if later.flags.is_some() {
+            self.flags = later.flags;
+        }
+        if later.internaldate.is_some() {
+            self.internaldate = later.internaldate;
+        }
+        if later.size.is_some() {
+            self.size = later.size;
+        }
+        if later.body.is_some() {
+            self.body = later.body;
+        }
+    }
+
+    /// Every item of a metadata FETCH is there (UID, FLAGS, INTERNALDATE, RFC822.SIZE, header).
+    fn is_complete(&self) -> bool {
+        self.uid.is_some()
+            && self.flags.is_some()
+            && self.internaldate.is_some()
+            && self.size.is_some()
+            && self.body.is_some()
+    }
+
+    fn into_meta(self) -> Option<MessageMeta> {
+        match (
+            self.uid,
+            self.flags,
+            self.internaldate,
+            self.size,
+            self.body,
+        ) {
+            (Some(uid), Some(flags), Some(internaldate), Some(size), Some(headers)) => {
+                Some(MessageMeta {
+                    uid,
+                    flags,
+                    internaldate,
+                    size,
+                    headers: headers.unwrap_or_default(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Collects FETCH responses by sequence number (a server may split one message's items over
@@ -831,8 +875,9 @@ impl Session {
     ///   advertised, else LOGIN (quoted strings for 7-bit values, literals otherwise). `NO` with
     ///   `[LIMIT]`, `[UNAVAILABLE]`, `[INUSE]`, `[SERVERBUG]`, `[CONTACTADMIN]` or a throttling text
     ///   comes back as `ImapError::No` (retry later), any other refusal as `ImapError::Auth`.
-    /// - Capabilities after login come from the login's `[CAPABILITY ...]` code when it has one,
-    ///   else from a CAPABILITY command.
+    /// - Capabilities after login come from what the server announced during the login (the
+    ///   tagged OK's `[CAPABILITY ...]` code, or an untagged CAPABILITY before it), else from a
+    ///   CAPABILITY command; never from the greeting's (pre-login) list.
     /// - A `* BYE` greeting is `ConnectionLost`; a greeting that is not IMAP at all (`421 busy`)
     ///   is `Connect` (both retryable).
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
@@ -908,7 +953,7 @@ impl Session {
             None => capability_cmd(&mut client, &ep, &mut broken).await?,
         };
         if !preauth {
-            match authenticate(&mut client, &ep, &mut caps, &mut broken).await? {
+            match authenticate(&mut client, &ep, &caps, &mut broken).await? {
                 Some(c) => caps = c,
                 None => caps = capability_cmd(&mut client, &ep, &mut broken).await?,
             }
@@ -1074,6 +1119,8 @@ impl Session {
             "LIST \"\" \"*\""
         };
         let mut entries = Vec::new();
+        // After `ENABLE UTF8=ACCEPT` names are UTF-8 as they stand: "A&-B" is not mUTF-7 then.
+        let utf8 = self.utf8;
         self.exec("LIST", &[text(cmd)], |u| {
             let line = match u {
                 Untagged::Parsed(r) => match r.parsed() {
@@ -1083,10 +1130,13 @@ impl Session {
                 Untagged::Unparsed(l) if l.starts_with(b"* LIST ") => l,
                 Untagged::Unparsed(_) => return Ok(()),
             };
-            let e = wire::parse_list_line(line).map_err(|detail| ImapError::Protocol {
+            let mut e = wire::parse_list_line(line).map_err(|detail| ImapError::Protocol {
                 command: "LIST".into(),
                 detail,
             })?;
+            if utf8 {
+                e.name = e.raw_name.clone();
+            }
             entries.push(e);
             Ok(())
         })
@@ -1161,7 +1211,8 @@ impl Session {
         Ok(info)
     }
 
-    /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ]).
+    /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ]) of `raw_name`. STATUS responses
+    /// about other mailboxes are ignored; INBOX matches case-insensitively.
     pub async fn status(&mut self, raw_name: &str) -> Result<StatusInfo> {
         let items = if self.caps.has("CONDSTORE") {
             " (MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
@@ -1170,9 +1221,17 @@ impl Session {
         };
         let parts = [text("STATUS "), wire::mailbox_arg(raw_name)?, text(items)];
         let mut info: Option<StatusInfo> = None;
+        let label = self.endpoint.label.clone();
         self.exec("STATUS", &parts, |u| {
             if let Untagged::Parsed(r) = u {
-                if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r.parsed() {
+                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = r.parsed()
+                {
+                    // Only the mailbox asked about: a server may send STATUS of others unasked
+                    // (NOTIFY), and names the one asked about in its own way ("Inbox").
+                    if !wire::same_mailbox(raw_name, mailbox) {
+                        tracing::debug!(endpoint = %label, "ignoring STATUS of {mailbox:?} (asked for {raw_name:?})");
+                        return Ok(());
+                    }
                     let i = info.get_or_insert_with(StatusInfo::default);
                     for s in status {
                         match s {
@@ -1219,7 +1278,8 @@ impl Session {
     /// `4:*` with its last message even when that UID is below 4, and that one was not asked for.
     /// A message whose answer lacks a requested item (some servers send `FETCH (UID 7 )`) is fetched
     /// once more on its own; if the item is still missing the call fails rather than guessing (empty
-    /// flags would clear `\Seen` on the copy).
+    /// flags would clear `\Seen` on the copy). A message the second FETCH does not return at all was
+    /// expunged in between and is left out, like any message that vanished before the listing.
     pub async fn fetch_meta(
         &mut self,
         uid_set: &str,
@@ -1236,50 +1296,29 @@ impl Session {
         };
         let items = format!("UID FLAGS INTERNALDATE RFC822.SIZE {section}");
         let (parts, unparsed) = self.fetch_meta_once(uid_set, &items).await?;
-        let mut complete: BTreeMap<u32, MessageMeta> = BTreeMap::new();
-        let mut retry: Vec<u32> = unparsed.into_iter().filter(|u| set.contains(*u)).collect();
+        // Items gathered per UID over both FETCHes: the second one only has to supply what the
+        // first left out (a server may answer the retry with just the missing item).
+        let mut gathered: BTreeMap<u32, Partial> = BTreeMap::new();
         let label = self.endpoint.label.clone();
-        let absorb = |parts: Vec<Partial>,
-                      complete: &mut BTreeMap<u32, MessageMeta>,
-                      retry: Option<&mut Vec<u32>>| {
-            let mut incomplete = Vec::new();
+        let gather = |parts: Vec<Partial>, gathered: &mut BTreeMap<u32, Partial>| {
             for p in parts {
                 let Some(uid) = p.uid else { continue };
                 if !set.contains(uid) {
                     tracing::debug!(endpoint = %label, "ignoring FETCH for UID {uid} outside {uid_set}");
                     continue;
                 }
-                match (p.flags, p.internaldate, p.size, p.body) {
-                    (Some(flags), Some(internaldate), Some(size), Some(headers)) => {
-                        complete.insert(
-                            uid,
-                            MessageMeta {
-                                uid,
-                                flags,
-                                internaldate,
-                                size,
-                                headers: headers.unwrap_or_default(),
-                            },
-                        );
-                    }
-                    _ => {
-                        if !complete.contains_key(&uid) {
-                            incomplete.push(uid);
-                        }
-                    }
-                }
-            }
-            if let Some(r) = retry {
-                r.extend(incomplete);
-            } else {
-                incomplete
-                    .into_iter()
-                    .filter(|u| !complete.contains_key(u))
-                    .for_each(|u| tracing::warn!("UID {u}: requested FETCH items still missing"));
+                gathered.entry(uid).or_default().merge(p);
             }
         };
-        absorb(parts, &mut complete, Some(&mut retry));
-        retry.retain(|u| !complete.contains_key(u));
+        gather(parts, &mut gathered);
+        let mut retry: Vec<u32> = unparsed.into_iter().filter(|u| set.contains(*u)).collect();
+        retry.extend(
+            gathered
+                .iter()
+                .filter(|(_, p)| !p.is_complete())
+                .map(|(u, _)| *u),
+        );
+        retry.retain(|u| !gathered.get(u).is_some_and(Partial::is_complete));
         retry.sort_unstable();
         retry.dedup();
         if !retry.is_empty() {
@@ -1288,13 +1327,23 @@ impl Session {
                 "{} message(s) came back without all requested items; fetching them again",
                 retry.len()
             );
-            let (parts, _) = self.fetch_meta_once(&wire::uid_set(&retry), &items).await?;
-            absorb(parts, &mut complete, None);
-            let missing: Vec<u32> = retry
+            let (parts, unparsed) = self.fetch_meta_once(&wire::uid_set(&retry), &items).await?;
+            // What the server answered for at all (complete or not): the others are gone.
+            let answered: HashSet<u32> =
+                parts.iter().filter_map(|p| p.uid).chain(unparsed).collect();
+            gather(parts, &mut gathered);
+            let (missing, gone): (Vec<u32>, Vec<u32>) = retry
                 .iter()
                 .copied()
-                .filter(|u| !complete.contains_key(u))
-                .collect();
+                .filter(|u| !gathered.get(u).is_some_and(Partial::is_complete))
+                .partition(|u| answered.contains(u));
+            if !gone.is_empty() {
+                tracing::debug!(
+                    endpoint = %self.endpoint.label,
+                    "UIDs {} vanished between the two FETCHes (expunged meanwhile)",
+                    wire::uid_set(&gone)
+                );
+            }
             if !missing.is_empty() {
                 return Err(ImapError::Protocol {
                     command: "UID FETCH".into(),
@@ -1302,16 +1351,50 @@ impl Session {
                 });
             }
         }
-        Ok(complete.into_values().collect())
+        Ok(gathered
+            .into_values()
+            .filter_map(Partial::into_meta)
+            .collect())
     }
 
     /// `UID FETCH <uids> (UID BODY.PEEK[])`: the exact bytes; never sets `\Seen`.
     /// Returns (uid, bytes) for the UIDs the server returned (a vanished UID is simply absent),
     /// sorted by UID. UIDs not asked for are dropped.
+    ///
+    /// A message answered without its body (a FETCH response with the UID but no `BODY[]`, e.g. only
+    /// an unsolicited FLAGS update) is fetched once more on its own, like a missing item in
+    /// [`Session::fetch_meta`]; still without a body it is an error, never taken for "vanished".
     pub async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
+        let (mut out, no_body) = self.fetch_bodies_once(uids).await?;
+        if !no_body.is_empty() {
+            tracing::warn!(
+                endpoint = %self.endpoint.label,
+                "UIDs {} came back without their body; fetching them again",
+                wire::uid_set(&no_body)
+            );
+            let (again, still) = self.fetch_bodies_once(&no_body).await?;
+            if !still.is_empty() {
+                return Err(ImapError::Protocol {
+                    command: "UID FETCH".into(),
+                    detail: format!(
+                        "the server answered UIDs {} twice without the requested BODY[]",
+                        wire::uid_set(&still)
+                    ),
+                });
+            }
+            out.extend(again);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// One `UID FETCH (UID BODY.PEEK[])`: the bodies by UID, and the UIDs answered without one.
+    async fn fetch_bodies_once(
+        &mut self,
+        uids: &[u32],
+    ) -> Result<(BTreeMap<u32, Vec<u8>>, Vec<u32>)> {
         let wanted: HashSet<u32> = uids.iter().copied().collect();
         let label = self.endpoint.label.clone();
         let mut col = FetchCollector::default();
@@ -1327,6 +1410,7 @@ impl Session {
         let (parts, unparsed) = col.finish();
         let mut out: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         let mut nil = Vec::new();
+        let mut no_body = BTreeSet::new();
         for p in parts {
             let Some(uid) = p.uid else { continue };
             if !wanted.contains(&uid) {
@@ -1337,7 +1421,9 @@ impl Session {
                     out.insert(uid, b);
                 }
                 Some(None) => nil.push(uid),
-                None => {}
+                None => {
+                    no_body.insert(uid);
+                }
             }
         }
         let bad: Vec<u32> = unparsed
@@ -1353,7 +1439,11 @@ impl Session {
                 ),
             });
         }
-        Ok(out.into_iter().collect())
+        let no_body = no_body
+            .into_iter()
+            .filter(|u| !out.contains_key(u))
+            .collect();
+        Ok((out, no_body))
     }
 
     /// APPEND the messages to `raw_name`: MULTIAPPEND in one command when the server offers it and there are

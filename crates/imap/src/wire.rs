@@ -23,6 +23,27 @@ pub(crate) fn mailbox_arg(raw_name: &str) -> Result<CommandPart<'_>> {
     Ok(CommandPart::string(raw_name.as_bytes()))
 }
 
+/// Does a mailbox name in a server response (as imap-proto hands it over: a quoted string keeps
+/// its `\\` escapes) name the mailbox we asked about with `requested` (the raw name we sent)?
+/// INBOX is case-insensitive (RFC 3501 5.1), every other name is compared exactly.
+pub(crate) fn same_mailbox(requested: &str, reported: &str) -> bool {
+    if requested.eq_ignore_ascii_case("INBOX") {
+        return reported.eq_ignore_ascii_case("INBOX");
+    }
+    if reported == requested {
+        return true;
+    }
+    let mut unescaped = String::with_capacity(reported.len());
+    let mut chars = reported.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => unescaped.extend(chars.next()),
+            c => unescaped.push(c),
+        }
+    }
+    unescaped == requested
+}
+
 /// A quoted string for plain ASCII-safe values (no CR/LF/NUL, 7-bit), else `None`.
 pub(crate) fn quoted(value: &str) -> Option<String> {
     if value
@@ -657,6 +678,24 @@ pub(crate) fn is_fetch_line(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_match_the_mailbox_asked_about() {
+        // INBOX in any case (Exchange answers "Inbox"), other names exactly, escapes undone.
+        for reported in ["INBOX", "Inbox", "inbox", "iNbOx"] {
+            assert!(same_mailbox("INBOX", reported));
+            assert!(same_mailbox("inbox", reported));
+        }
+        assert!(same_mailbox("Sent Items", "Sent Items"));
+        assert!(same_mailbox("a\"b\\c", "a\\\"b\\\\c"));
+        assert!(same_mailbox("&AOk-t&AOk-", "&AOk-t&AOk-"));
+        assert!(!same_mailbox("INBOX", "INBOX.Sent"));
+        assert!(
+            !same_mailbox("Sent", "sent"),
+            "only INBOX is case-insensitive"
+        );
+        assert!(!same_mailbox("Archive", "Archive/2019"));
+    }
 
     #[test]
     fn quoting() {
