@@ -45,10 +45,18 @@ secret:
   secretKey: {HEX_KEY}
 config:
   RUST_LOG: debug
-  IMAPFLEET_CONCURRENCY: "4"
+  IMAPFLEET_SLICE_BYTES: "33554432"
+limits: {{maxConnectionsPerHost: 200, maxConnectionsPerAccount: 15}}
 extraEnv:
   - name: TZ
     value: Europe/Paris
+extraVolumes:
+  - name: private-ca
+    configMap: {{name: corp-ca}}
+extraVolumeMounts:
+  - name: private-ca
+    mountPath: /etc/imapfleet/ca
+    readOnly: true
 metrics:
   serviceMonitor: {{enabled: true, labels: {{release: kube-prometheus-stack}}}}
   prometheusRule: {{enabled: true, labels: {{release: kube-prometheus-stack}}}}
@@ -73,7 +81,7 @@ worker:
 autoscaling:
   minReplicas: 0
   maxReplicas: 40
-  keda: {{enabled: true, queueName: imapfleet.tasks, messagesPerWorker: 25}}
+  keda: {{enabled: true, messagesPerWorker: 25}}
 batch:
   content: |
     # host1;user1;password1;host2;user2;password2;
@@ -381,6 +389,11 @@ fn default_values_render_the_worker_side_only() {
         env["IMAPFLEET_METRICS_ADDR"]["value"],
         Yaml::from("0.0.0.0:9898")
     );
+    assert_eq!(env["IMAPFLEET_CONCURRENCY"]["value"], Yaml::from("4"));
+    assert_eq!(
+        env["IMAPFLEET_MAX_CONNECTIONS_PER_ACCOUNT"]["value"],
+        Yaml::from("10")
+    );
     // Hardened: non-root, read-only root, no privilege escalation, no capabilities, no API token.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], Yaml::Bool(true));
     assert_eq!(
@@ -442,7 +455,28 @@ fn full_values_render_dispatcher_autoscaling_and_monitoring() {
         Yaml::from("registry.example/mail/imapfleet:0.1.0-test")
     );
     assert_eq!(c["args"], y("[worker, --verbose]"));
-    assert_eq!(env_of(c)["TZ"]["value"], Yaml::from("Europe/Paris"));
+    let env = env_of(c);
+    assert_eq!(env["TZ"]["value"], Yaml::from("Europe/Paris"));
+    assert_eq!(
+        env["IMAPFLEET_MAX_CONNECTIONS_PER_HOST"]["value"],
+        Yaml::from("200")
+    );
+    assert_eq!(
+        env["IMAPFLEET_MAX_CONNECTIONS_PER_ACCOUNT"]["value"],
+        Yaml::from("15")
+    );
+    assert_eq!(
+        env["IMAPFLEET_QUEUE"]["value"],
+        Yaml::from("imapfleet.tasks")
+    );
+    assert_eq!(
+        c["volumeMounts"][1]["mountPath"],
+        Yaml::from("/etc/imapfleet/ca")
+    );
+    assert_eq!(
+        pod_spec(d)["volumes"][1]["configMap"]["name"],
+        Yaml::from("corp-ca")
+    );
 
     let so = r.one("ScaledObject");
     assert_eq!(
@@ -735,7 +769,13 @@ fn references_between_objects_resolve() {
                     s.name
                 );
             }
-            for v in pod["volumes"].as_sequence().into_iter().flatten() {
+            // The batch volume (the others are the operator's extraVolumes or scratch space).
+            for v in pod["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["name"] == "batch")
+            {
                 let (name, key_holder) = if let Some(n) = v["secret"]["secretName"].as_str() {
                     (n, secrets.get(n))
                 } else if let Some(n) = v["configMap"]["name"].as_str() {

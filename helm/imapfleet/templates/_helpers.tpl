@@ -137,6 +137,12 @@ app.kubernetes.io/component: dispatcher
       key: {{ .Values.secret.keys.secretKey }}
 - name: IMAPFLEET_METRICS_ADDR
   value: {{ printf "0.0.0.0:%v" .Values.metrics.port | quote }}
+- name: IMAPFLEET_QUEUE
+  value: {{ .Values.queue | quote }}
+- name: IMAPFLEET_MAX_CONNECTIONS_PER_HOST
+  value: {{ printf "%v" .Values.limits.maxConnectionsPerHost | quote }}
+- name: IMAPFLEET_MAX_CONNECTIONS_PER_ACCOUNT
+  value: {{ printf "%v" .Values.limits.maxConnectionsPerAccount | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -183,6 +189,9 @@ spec:
         - name: batch
           mountPath: /etc/imapfleet/batch
           readOnly: true
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: batch
       {{- if .Values.batch.existingConfigMap }}
@@ -192,4 +201,7 @@ spec:
       secret:
         secretName: {{ default (include "imapfleet.batchName" .) .Values.batch.existingSecret }}
       {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
