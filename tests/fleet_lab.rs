@@ -26,6 +26,11 @@ const WORKERS: usize = 3;
 /// Accounts of the embedded `run` test.
 const RUN_ACCOUNTS: usize = 8;
 const RUN_FIRST_USER: usize = 240;
+/// Accounts of the test dispatching one batch twice at once.
+const TWICE_ACCOUNTS: usize = 6;
+const TWICE_FIRST_USER: usize = 250;
+/// The account of the kill -9 test.
+const KILL_USER: usize = 260;
 /// A password that must never show up anywhere.
 const WRONG_PASSWORD: &str = "Wr0ng-Pa55-7c1e";
 
@@ -342,6 +347,124 @@ async fn embedded_run_writes_a_report_that_matches_the_mailboxes() {
     check_copies(&lab, &users, &live).await;
 }
 
+/// A fleet under test: its own queue on the broker, a fresh sealing key, worker processes.
+struct Fleet {
+    dir: PathBuf,
+    key: String,
+    queue: String,
+    workers: Vec<(Child, u16)>,
+}
+
+impl Fleet {
+    fn new(name: &str) -> Fleet {
+        let mut b = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .expect("random key");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Fleet {
+            dir: scratch(name),
+            key: b.iter().map(|x| format!("{x:02x}")).collect(),
+            queue: format!("imapfleet.test.{name}.{}.{nanos}", std::process::id()),
+            workers: Vec::new(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("IMAPFLEET_SECRET_KEY", &self.key)
+            .env("IMAPFLEET_QUEUE", &self.queue)
+            .env("RUST_LOG", "warn,imapfleet_fleet=info")
+            .env_remove("IMAPFLEET_CONFIG");
+        c
+    }
+
+    /// `imapfleet dispatch`; returns the job id.
+    fn dispatch(&self, lab: &Lab, batch: &Path, job: &str) -> String {
+        let o = self
+            .cmd(&["dispatch", "--job", job, "--accounts"])
+            .arg(batch)
+            .arg(format!("--defaults={}", defaults(lab)))
+            .output()
+            .expect("imapfleet dispatch");
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        out.split_whitespace()
+            .skip_while(|w| *w != "job")
+            .nth(1)
+            .expect("job id in the output")
+            .to_string()
+    }
+
+    /// Start a worker serving metrics on a free port, and wait until it is ready.
+    fn start_worker(&mut self, extra: &[&str]) -> usize {
+        let n = self.workers.len();
+        let port = free_port();
+        let log = std::fs::File::create(self.dir.join(format!("worker{n}.log"))).unwrap();
+        let mut c = self.cmd(&["worker"]);
+        c.args(extra)
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut child = c.spawn().expect("start a worker");
+        wait_ready(port, &mut child);
+        self.workers.push((child, port));
+        n
+    }
+
+    /// `status JOB --json --wait`: the job's state and the exit code.
+    fn wait_job(&self, job: &str) -> (Value, Option<i32>) {
+        let o = self
+            .cmd(&["status", job, "--json", "--wait", "--wait-timeout", "300"])
+            .output()
+            .expect("status");
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&o)));
+        (v, o.status.code())
+    }
+
+    fn metrics(&self, n: usize) -> String {
+        http_get(self.workers[n].1, "/metrics")
+    }
+
+    fn logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join(format!("worker{n}.log"))).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// SIGTERM every worker still running; each must exit 0.
+    fn stop(&mut self) {
+        for (child, _) in &mut self.workers {
+            if child.try_wait().ok().flatten().is_none() {
+                sigterm(child);
+            }
+        }
+        for (child, _) in &mut self.workers {
+            let st = wait_exit(child, Duration::from_secs(60));
+            assert!(st.success() || st.code().is_none(), "worker exit: {st}");
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        for (child, _) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue};
+        if let Ok(q) = AmqpQueue::connect(AmqpConfig::new(self.queue.clone())).await {
+            let _ = q.delete_queues(&[]).await;
+            q.shutdown().await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_and_three_worker_processes_copy_every_account_once() {
     let Some(lab) = lab() else { return };
@@ -354,77 +477,23 @@ async fn dispatch_and_three_worker_processes_copy_every_account_once() {
     let wrong = user(FLEET_FIRST_USER + FLEET_ACCOUNTS);
     lab.fresh(&wrong);
     let live = prepare(&lab, &users, 300).await;
-    let dir = scratch("fleet");
-    let batch = batch_file(&dir, "batch.txt", &lab, &users, Some(&wrong));
-    let key: String = {
-        let mut b = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .expect("random key");
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let queue = format!("imapfleet.test.{}.{nanos}", std::process::id());
-    let env = |c: &mut Command| {
-        c.env("IMAPFLEET_SECRET_KEY", &key)
-            .env("IMAPFLEET_QUEUE", &queue)
-            .env("RUST_LOG", "warn,imapfleet_fleet=info")
-            .env_remove("IMAPFLEET_CONFIG");
-    };
-
-    let mut c = Command::new(bin());
-    c.args(["dispatch", "--job", "fleet-test", "--accounts"])
-        .arg(&batch)
-        .arg(format!("--defaults={}", defaults(&lab)));
-    env(&mut c);
-    let o = c.output().expect("imapfleet dispatch");
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    let job = out
-        .split_whitespace()
-        .skip_while(|w| *w != "job")
-        .nth(1)
-        .expect("job id in the output")
-        .to_string();
-    assert!(
-        out.contains(&format!("{} account(s) enqueued", FLEET_ACCOUNTS + 1)),
-        "{out}"
-    );
-
-    let mut workers = Vec::new();
-    for n in 0..WORKERS {
-        let port = free_port();
-        let log = std::fs::File::create(dir.join(format!("worker{n}.log"))).unwrap();
-        let mut c = Command::new(bin());
-        c.args([
-            "worker",
+    let mut fleet = Fleet::new("fleet");
+    let batch = batch_file(&fleet.dir, "batch.txt", &lab, &users, Some(&wrong));
+    let job = fleet.dispatch(&lab, &batch, "fleet-test");
+    for _ in 0..WORKERS {
+        fleet.start_worker(&[
             "--concurrency",
             "2",
             "--slice-messages",
             "5",
             "--max-attempts",
             "3",
-        ])
-        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log);
-        env(&mut c);
-        let mut child = c.spawn().expect("start a worker");
-        wait_ready(port, &mut child);
-        workers.push((child, port));
+        ]);
     }
 
-    let mut c = Command::new(bin());
-    c.args(["status", &job, "--json", "--wait", "--wait-timeout", "300"]);
-    env(&mut c);
-    let o = c.output().expect("imapfleet status");
-    let view: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&o)));
+    let (view, code) = fleet.wait_job(&job);
     // One account failed (auth), so the exit code is host1's authentication class.
-    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    assert_eq!(code, Some(10), "{view:#}");
     let accounts = view["accounts"].as_array().expect("accounts");
     assert_eq!(accounts.len(), FLEET_ACCOUNTS + 1);
     let mut copied = 0u64;
@@ -448,10 +517,12 @@ async fn dispatch_and_three_worker_processes_copy_every_account_once() {
     );
 
     // The human status says the same.
-    let mut c = Command::new(bin());
-    c.args(["status", &job]);
-    env(&mut c);
-    let human = text(&c.output().expect("imapfleet status"));
+    let human = text(
+        &fleet
+            .cmd(&["status", &job])
+            .output()
+            .expect("imapfleet status"),
+    );
     assert!(
         human.contains(&format!(
             "{} account(s): {FLEET_ACCOUNTS} done, 1 failed, 0 running, 0 pending",
@@ -466,10 +537,10 @@ async fn dispatch_and_three_worker_processes_copy_every_account_once() {
 
     // The workers' metrics add up to what was copied.
     let (mut m_copied, mut m_bytes, mut m_auth, mut m_tasks) = (0.0, 0.0, 0.0, 0.0);
-    for (_, port) in &workers {
-        let m = http_get(*port, "/metrics");
+    for n in 0..WORKERS {
+        let m = fleet.metrics(n);
         assert!(
-            !m.contains(WRONG_PASSWORD) && !m.contains(&key),
+            !m.contains(WRONG_PASSWORD) && !m.contains(&fleet.key),
             "a secret in the metrics"
         );
         m_copied += metric(&m, "imapfleet_messages_copied_total", &[("job", &job)]);
@@ -491,38 +562,202 @@ async fn dispatch_and_three_worker_processes_copy_every_account_once() {
     assert_eq!(m_auth, 1.0);
     assert_eq!(m_tasks as usize, FLEET_ACCOUNTS + 1);
 
-    // No password on any command line.
-    for (child, _) in &workers {
+    // No password or key on any command line.
+    for (child, _) in &fleet.workers {
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(!cmdline.contains(WRONG_PASSWORD) && !cmdline.contains(&key));
+        assert!(!cmdline.contains(WRONG_PASSWORD) && !cmdline.contains(&fleet.key));
     }
 
-    // SIGTERM: each worker stops cleanly.
-    for (child, _) in &workers {
-        sigterm(child);
-    }
-    for (child, _) in &mut workers {
-        let st = wait_exit(child, Duration::from_secs(60));
-        assert!(st.success(), "worker exit: {st}");
-    }
-    for n in 0..WORKERS {
-        let log = std::fs::read_to_string(dir.join(format!("worker{n}.log"))).unwrap();
-        assert!(
-            !log.contains(WRONG_PASSWORD) && !log.contains(&key),
-            "a secret in worker{n}'s log"
-        );
-    }
+    // SIGTERM: each worker stops cleanly; nothing secret in their logs.
+    fleet.stop();
+    let logs = fleet.logs();
+    assert!(
+        !logs.contains(WRONG_PASSWORD) && !logs.contains(&fleet.key),
+        "a secret in a worker log"
+    );
 
     check_copies(&lab, &users, &live).await;
-    delete_queues(&queue).await;
+    fleet.cleanup().await;
 }
 
-/// Remove the test's queues from the broker.
-async fn delete_queues(queue: &str) {
-    use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue};
-    if let Ok(q) = AmqpQueue::connect(AmqpConfig::new(queue)).await {
-        let _ = q.delete_queues(&[]).await;
-        q.shutdown().await;
+/// One line of a worker's run log.
+#[derive(Debug, Clone)]
+struct Run {
+    pair: String,
+    folder: String,
+    pair_fence: u64,
+    folder_fence: u64,
+    start: u64,
+    end: u64,
+    pid: u64,
+}
+
+fn run_log(path: &Path) -> Vec<Run> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("run log line");
+            Run {
+                pair: v["pair_key"].as_str().unwrap().to_string(),
+                folder: v["folder_key"].as_str().unwrap().to_string(),
+                pair_fence: v["pair_fence"].as_u64().unwrap(),
+                folder_fence: v["folder_fence"].as_u64().unwrap(),
+                start: v["start_ms"].as_u64().unwrap(),
+                end: v["end_ms"].as_u64().unwrap(),
+                pid: v["pid"].as_u64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Runs of one lock key never overlap, and their fences grow with time.
+fn assert_no_overlap(runs: &[Run], key: impl Fn(&Run) -> (&str, u64)) {
+    let mut by_key: std::collections::HashMap<&str, Vec<(u64, u64, u64)>> = Default::default();
+    for r in runs {
+        let (k, fence) = key(r);
+        by_key.entry(k).or_default().push((r.start, r.end, fence));
     }
+    for (k, mut v) in by_key {
+        v.sort();
+        for w in v.windows(2) {
+            assert!(
+                w[1].0 >= w[0].1,
+                "two runs overlap on {k}: {:?} and {:?}",
+                w[0],
+                w[1]
+            );
+            assert!(
+                w[1].2 > w[0].2,
+                "fence did not grow on {k}: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_dispatched_twice_at_once_never_overlaps_on_a_folder() {
+    let Some(lab) = lab() else { return };
+    if !services() {
+        return;
+    }
+    let users: Vec<String> = (0..TWICE_ACCOUNTS)
+        .map(|i| user(TWICE_FIRST_USER + i))
+        .collect();
+    let live = prepare(&lab, &users, 700).await;
+    let mut fleet = Fleet::new("twice");
+    let batch = batch_file(&fleet.dir, "batch.txt", &lab, &users, None);
+    let log = fleet.dir.join("runs.jsonl");
+    let log_arg = format!("--run-log={}", log.display());
+    for _ in 0..WORKERS {
+        fleet.start_worker(&["--concurrency", "3", "--slice-messages", "3", &log_arg]);
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| fleet.dispatch(&lab, &batch, "twice-a"));
+        let b = s.spawn(|| fleet.dispatch(&lab, &batch, "twice-b"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut total = 0;
+    for job in [&a, &b] {
+        let (view, code) = fleet.wait_job(job);
+        assert_eq!(code, Some(0), "{view:#}");
+        assert_eq!(
+            view["by_status"]["done"].as_u64(),
+            Some(TWICE_ACCOUNTS as u64),
+            "{view:#}"
+        );
+        total += view["totals"]["transferred"].as_u64().unwrap();
+    }
+    // Each message was copied by one of the two jobs, once.
+    assert_eq!(total, live.iter().sum::<usize>() as u64);
+    let runs = run_log(&log);
+    assert!(runs.len() >= 2 * TWICE_ACCOUNTS * 4, "{} runs", runs.len());
+    assert_no_overlap(&runs, |r| (r.pair.as_str(), r.pair_fence));
+    assert_no_overlap(&runs, |r| (r.folder.as_str(), r.folder_fence));
+    fleet.stop();
+    check_copies(&lab, &users, &live).await;
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_folder_loses_and_duplicates_nothing() {
+    let Some(lab) = lab() else { return };
+    if !services() {
+        return;
+    }
+    let u = user(KILL_USER);
+    lab.fresh(&u);
+    // One big folder: 300 messages, copied 10 per slice.
+    let sp = MailboxSpec {
+        folders: 1,
+        messages: 300,
+        target_bytes: 3_000_000,
+        big_messages: 0,
+        ..MailboxSpec::small()
+    }
+    .with_seed(900);
+    {
+        let mut s = Session::connect(&lab.endpoint(1, &u))
+            .await
+            .expect("connect host1");
+        imapfleet_mailgen::fill(&mut s, '.', sp.generate())
+            .await
+            .expect("fill");
+        s.logout().await;
+    }
+    let live: usize = sp
+        .generate()
+        .map(|f| {
+            f.messages
+                .iter()
+                .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
+                .count()
+        })
+        .sum();
+    let mut fleet = Fleet::new("kill");
+    let batch = batch_file(
+        &fleet.dir,
+        "batch.txt",
+        &lab,
+        std::slice::from_ref(&u),
+        None,
+    );
+    let log = fleet.dir.join("runs.jsonl");
+    let log_arg = format!("--run-log={}", log.display());
+    let args = [
+        "--concurrency",
+        "1",
+        "--slice-messages",
+        "10",
+        "--lease-ttl",
+        "4",
+        &log_arg,
+    ];
+    let job = fleet.dispatch(&lab, &batch, "kill");
+    fleet.start_worker(&args);
+    // Let it copy a few slices, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = fleet.metrics(0);
+        if metric(&m, "imapfleet_messages_copied_total", &[("job", &job)]) >= 30.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first worker copies nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fleet.workers[0].0.kill().expect("kill -9");
+    let _ = fleet.workers[0].0.wait();
+    fleet.start_worker(&args);
+    let (view, code) = fleet.wait_job(&job);
+    assert_eq!(code, Some(0), "{view:#}");
+    let a = &view["accounts"][0];
+    assert_eq!(a["status"], "done", "{a:#}");
+    let pids: std::collections::HashSet<u64> = run_log(&log).iter().map(|r| r.pid).collect();
+    assert_eq!(pids.len(), 2, "both workers ran slices");
+    fleet.stop();
+    check_copies(&lab, std::slice::from_ref(&u), &[live]).await;
+    fleet.cleanup().await;
 }

@@ -271,6 +271,9 @@ pub struct WorkArgs {
     /// Append one JSON line per folder run (lease keys, fences, start and end) to this file.
     #[arg(long, value_name = "FILE", hide = true)]
     pub run_log: Option<PathBuf>,
+    /// Lease time-to-live in seconds (default 30): how long a folder stays locked after its worker died.
+    #[arg(long, value_name = "SECS")]
+    pub lease_ttl: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

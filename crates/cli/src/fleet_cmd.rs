@@ -126,6 +126,9 @@ fn worker_config(settings: &Settings, w: &WorkArgs) -> Result<WorkerConfig> {
         cfg.max_attempts = n.max(1);
     }
     cfg.run_log = w.run_log.clone();
+    if let Some(t) = w.lease_ttl.or(settings.number("lease_ttl")?) {
+        cfg.lease_ttl = Duration::from_secs(t.max(1));
+    }
     Ok(cfg)
 }
 
