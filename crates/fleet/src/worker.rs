@@ -228,9 +228,27 @@ impl Worker {
             let stop = stop.clone();
             loops.push(tokio::spawn(async move { me.consume(n, stop).await }));
         }
+        // The queue's depth as this worker sees it (for dashboards and autoscaling).
+        let me = self.clone();
+        let gauge_stop = stop.clone();
+        let gauges = tokio::spawn(async move {
+            loop {
+                if let Ok(d) = me.queue.depth().await {
+                    me.metrics.queue_depth.set(i64::try_from(d).unwrap_or(i64::MAX));
+                }
+                if let Ok(d) = me.queue.dead_letters().await {
+                    me.metrics.dead_letters.set(i64::try_from(d).unwrap_or(i64::MAX));
+                }
+                tokio::select! {
+                    _ = gauge_stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+            }
+        });
         for l in loops {
             let _ = l.await;
         }
+        gauges.abort();
     }
 
     async fn consume(&self, n: usize, stop: CancellationToken) {
