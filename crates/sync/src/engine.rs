@@ -23,7 +23,7 @@ mod folder;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use imapfleet_imap::{Endpoint, ImapError, Session};
 use tokio::sync::Semaphore;
@@ -64,8 +64,19 @@ pub struct SyncOptions {
     /// Bytes of message bodies held in memory by all workers together (fetched, not yet appended).
     /// A batch larger than this budget waits until it can take the whole budget.
     pub in_flight_bytes: usize,
-    /// Reconnections allowed per folder after a lost connection.
+    /// Reconnections allowed per folder after a lost connection (or a server asking to slow down).
     pub max_reconnects: u32,
+    /// Further login attempts when a server turns a connection away for now (a busy greeting such
+    /// as `421 Server is busy`, `* BYE`, a refused or dropped connection, `NO [LIMIT]`, a throttling
+    /// `NO`): after the first failure wait `connect_retry_base`, then twice as long each time (at
+    /// most `max_backoff`). Credentials refused are never retried. Default 3 (`--connect-retries`).
+    pub connect_retries: u32,
+    /// First wait of the connect retries, and the pause after a throttling refusal that names no
+    /// time of its own (default 1 s).
+    pub connect_retry_base: std::time::Duration,
+    /// Longest wait honoured when a server names its own backoff ("Suggested Backoff Time: N
+    /// milliseconds"), and the cap of the doubling waits (default 15 min, `--max-backoff`).
+    pub max_backoff: std::time::Duration,
     /// Copy at most this budget per folder and leave the rest for a later call (the fleet's slices).
     pub slice: Option<SliceBudget>,
 }
@@ -88,6 +99,9 @@ impl Default for SyncOptions {
             batch_bytes: 2 << 20,
             in_flight_bytes: 12 << 20,
             max_reconnects: 3,
+            connect_retries: 3,
+            connect_retry_base: std::time::Duration::from_secs(1),
+            max_backoff: std::time::Duration::from_secs(15 * 60),
             slice: None,
         }
     }
@@ -153,24 +167,96 @@ pub(crate) fn connect_error(side: Side, err: &ImapError) -> SyncError {
     SyncError::account(class, format!("{}: {err}", side.label()))
 }
 
-/// Connect and log in to both sides at once. On failure the other session is logged out and the
-/// errors of both sides are returned (host1's first).
-pub(crate) async fn connect_pair(ep1: &Endpoint, ep2: &Endpoint) -> Result<Pair, Vec<SyncError>> {
-    let (r1, r2) = tokio::join!(Session::connect(ep1), Session::connect(ep2));
+/// Connect and log in to host1. When host1 offers `UTF8=ACCEPT` (RFC 6855) it is enabled: such a
+/// server may hide messages with raw UTF-8 headers from clients that did not enable it, and for a
+/// reader that copies bytes as they are, UTF-8 costs nothing (host2 is never switched to UTF-8).
+async fn connect_host1(ep1: &Endpoint) -> Result<Session, ImapError> {
+    let mut s = Session::connect(ep1).await?;
+    if s.capabilities().has("UTF8=ACCEPT") {
+        match s.enable(&["UTF8=ACCEPT"]).await {
+            Ok(on) => debug!(enabled = ?on, "host1: ENABLE UTF8=ACCEPT"),
+            Err(e) if e.is_connection() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "host1 refused ENABLE UTF8=ACCEPT; messages it hides from non-UTF-8 clients will be missing")
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Both sides' raw connect errors (host1's first).
+type ConnectErrors = Vec<(Side, ImapError)>;
+
+async fn connect_pair_once(ep1: &Endpoint, ep2: &Endpoint) -> Result<Pair, ConnectErrors> {
+    let (r1, r2) = tokio::join!(connect_host1(ep1), Session::connect(ep2));
     match (r1, r2) {
         (Ok(s1), Ok(s2)) => Ok(Pair { s1, s2 }),
-        (Err(e1), Err(e2)) => Err(vec![
-            connect_error(Side::Host1, &e1),
-            connect_error(Side::Host2, &e2),
-        ]),
+        (Err(e1), Err(e2)) => Err(vec![(Side::Host1, e1), (Side::Host2, e2)]),
         (Err(e1), Ok(s2)) => {
             s2.logout().await;
-            Err(vec![connect_error(Side::Host1, &e1)])
+            Err(vec![(Side::Host1, e1)])
         }
         (Ok(s1), Err(e2)) => {
             s1.logout().await;
-            Err(vec![connect_error(Side::Host2, &e2)])
+            Err(vec![(Side::Host2, e2)])
         }
+    }
+}
+
+fn connect_errors(errs: &ConnectErrors) -> Vec<SyncError> {
+    errs.iter()
+        .map(|(side, e)| connect_error(*side, e))
+        .collect()
+}
+
+/// Connect and log in to both sides at once. On failure the other session is logged out and the
+/// errors of both sides are returned (host1's first). One attempt: see [`connect_pair_patient`].
+pub(crate) async fn connect_pair(ep1: &Endpoint, ep2: &Endpoint) -> Result<Pair, Vec<SyncError>> {
+    connect_pair_once(ep1, ep2)
+        .await
+        .map_err(|e| connect_errors(&e))
+}
+
+/// A refusal after which logging in again later may work: the connection failed or was turned
+/// away (busy greeting, BYE, timeout), or the login got a NO that is not about the credentials
+/// (`Session::connect` reports those as `ImapError::No`: `[LIMIT]`, `[UNAVAILABLE]`, throttling).
+fn transient_connect_error(e: &ImapError) -> bool {
+    e.is_connection() || matches!(e, ImapError::No { .. })
+}
+
+/// The wait before connect retry number `attempt` (0-based): the server's own backoff hint when
+/// it gave one, else `connect_retry_base` doubled per attempt; never more than `max_backoff`.
+pub(crate) fn retry_wait(opts: &SyncOptions, attempt: u32, hint: Option<Duration>) -> Duration {
+    let doubled = opts
+        .connect_retry_base
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
+    hint.unwrap_or(doubled).min(opts.max_backoff)
+}
+
+/// [`connect_pair`] that waits and tries again (`opts.connect_retries` times) while the failures
+/// are transient ([`transient_connect_error`]) on every side that failed.
+pub(crate) async fn connect_pair_patient(
+    ep1: &Endpoint,
+    ep2: &Endpoint,
+    opts: &SyncOptions,
+) -> Result<Pair, Vec<SyncError>> {
+    let mut attempt = 0;
+    loop {
+        let errs = match connect_pair_once(ep1, ep2).await {
+            Ok(p) => return Ok(p),
+            Err(errs) => errs,
+        };
+        let transient = errs.iter().all(|(_, e)| transient_connect_error(e));
+        if !transient || attempt >= opts.connect_retries {
+            return Err(connect_errors(&errs));
+        }
+        let hint = errs.iter().filter_map(|(_, e)| e.backoff_hint()).max();
+        let wait = retry_wait(opts, attempt, hint);
+        for (side, e) in &errs {
+            warn!(side = side.label(), error = %e, attempt = attempt + 1, "connection turned away; trying again in {wait:?}");
+        }
+        tokio::time::sleep(wait).await;
+        attempt += 1;
     }
 }
 
@@ -363,7 +449,7 @@ async fn run_folder(
     let errors;
     loop {
         let Some(p) = sessions.as_mut() else {
-            errors = match connect_pair(ctx.ep1, ctx.ep2).await {
+            errors = match connect_pair_patient(ctx.ep1, ctx.ep2, ctx.opts).await {
                 Ok(p) => {
                     *sessions = Some(p);
                     continue;
@@ -410,7 +496,17 @@ async fn run_folder(
                     break;
                 }
                 rep.reconnects += 1;
-                warn!(folder = %pair.name1, side = side.label(), error = %err, "connection lost; reconnecting and re-planning");
+                if err.is_throttle() {
+                    // The server asked us to slow down: pause this folder's work (the other
+                    // accounts and workers go on), then reconnect and re-plan, which finds what
+                    // reached host2 before the refusal instead of sending it again.
+                    rep.throttled += 1;
+                    let wait = retry_wait(ctx.opts, rep.reconnects - 1, err.backoff_hint());
+                    warn!(folder = %pair.name1, side = side.label(), error = %err, "server asks to slow down; pausing {wait:?}, then reconnecting and re-planning");
+                    tokio::time::sleep(wait).await;
+                } else {
+                    warn!(folder = %pair.name1, side = side.label(), error = %err, "connection lost; reconnecting and re-planning");
+                }
             }
         }
     }
@@ -458,7 +554,7 @@ async fn run_account(
     progress: &dyn Progress,
     report: &mut AccountReport,
 ) {
-    let mut pair = match connect_pair(ep1, ep2).await {
+    let mut pair = match connect_pair_patient(ep1, ep2, opts).await {
         Ok(p) => p,
         Err(errs) => {
             report.errors = errs;

@@ -190,6 +190,8 @@ pub struct FolderReport {
     pub errors: u64,
     /// Reconnections needed for this folder.
     pub reconnects: u32,
+    /// Times a server refused with "slow down" (throttling) and the folder paused before going on.
+    pub throttled: u64,
     pub elapsed_secs: f64,
 }
 
@@ -215,6 +217,8 @@ pub struct Totals {
     pub only_on_host2: u64,
     pub errors: u64,
     pub reconnects: u64,
+    /// Throttling pauses (see [`FolderReport::throttled`]).
+    pub throttled: u64,
 }
 
 impl Totals {
@@ -241,6 +245,7 @@ impl Totals {
             t.missing_on_host2 += f.missing_on_host2;
             t.only_on_host2 += f.only_on_host2;
             t.reconnects += u64::from(f.reconnects);
+            t.throttled += f.throttled;
         }
         t
     }
@@ -479,6 +484,13 @@ impl fmt::Display for AccountReport {
             "Reconnections                           : {}",
             t.reconnects
         )?;
+        if t.throttled > 0 {
+            writeln!(
+                f,
+                "Throttling pauses                       : {}",
+                t.throttled
+            )?;
+        }
         writeln!(f, "Detected {} errors", self.errors.len())?;
         for e in self.errors.iter().take(ERRORS_SHOWN) {
             writeln!(f, "  {e}")?;

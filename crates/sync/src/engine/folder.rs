@@ -21,10 +21,18 @@ use crate::report::{ErrorClass, FolderReport, SyncError};
 
 /// Why a folder attempt stopped early.
 pub(crate) enum Fail {
-    /// The session of `side` is unusable: reconnect and redo the folder.
+    /// The session of `side` is unusable, or its server asked us to slow down
+    /// ([`ImapError::is_throttle`]; Office 365 drops the session right after): reconnect (after the
+    /// pause the server asked for) and redo the folder.
     Connection { side: Side, err: ImapError },
     /// The folder cannot be synced (SELECT refused, metadata FETCH refused...).
     Folder(SyncError),
+}
+
+/// Errors after which the folder attempt stops and the session is opened again: a lost
+/// connection, or a throttling refusal (the same command right away would be refused again).
+fn reconnect_needed(err: &ImapError) -> bool {
+    err.is_connection() || err.is_throttle()
 }
 
 /// Most UIDs per `UID STORE` / header re-fetch command (keeps command lines short).
@@ -41,7 +49,7 @@ pub(crate) fn fail(
     let folder = folder.to_string();
     let what = what.to_string();
     move |err| {
-        if err.is_connection() {
+        if reconnect_needed(&err) {
             Fail::Connection { side, err }
         } else {
             Fail::Folder(SyncError::folder(
@@ -314,7 +322,7 @@ async fn update_flags(
                     rep.flags_updated += chunk.len() as u64;
                     continue;
                 }
-                Err(e) if e.is_connection() => {
+                Err(e) if reconnect_needed(&e) => {
                     return Err(Fail::Connection {
                         side: Side::Host2,
                         err: e,
@@ -337,7 +345,7 @@ async fn update_flags(
                         ));
                         break;
                     }
-                    Err(e) if e.is_connection() => {
+                    Err(e) if reconnect_needed(&e) => {
                         return Err(Fail::Connection {
                             side: Side::Host2,
                             err: e,
@@ -443,7 +451,7 @@ async fn fetch_batch<'a>(
                 .into_iter()
                 .filter_map(|(uid, b)| Some((*index.get(&uid)?, b))),
         ),
-        Err(e) if e.is_connection() => {
+        Err(e) if reconnect_needed(&e) => {
             return Err(Fail::Connection {
                 side: Side::Host1,
                 err: e,
@@ -458,7 +466,7 @@ async fn fetch_batch<'a>(
                             .into_iter()
                             .filter_map(|(u, b)| Some((*index.get(&u)?, b))),
                     ),
-                    Err(e) if e.is_connection() => {
+                    Err(e) if reconnect_needed(&e) => {
                         return Err(Fail::Connection {
                             side: Side::Host1,
                             err: e,
@@ -477,6 +485,20 @@ async fn fetch_batch<'a>(
     }
     got.sort_by_key(|(i, _)| *i);
     got.dedup_by_key(|(i, _)| *i);
+    // The bytes served are what is copied; RFC822.SIZE is only the server's claim (OVH Exchange
+    // and hMailServer give sizes that do not match what they serve). Worth a warning: the listing
+    // and the planning (batches, --maxsize) relied on the claim.
+    for (i, body) in &got {
+        let listed = copies[*i].size;
+        if u64::from(listed) != body.len() as u64 {
+            warn!(
+                folder,
+                uid = copies[*i].uid1,
+                "size mismatch {listed} vs {}: host1's RFC822.SIZE differs from the bytes it served; copying the served bytes",
+                body.len()
+            );
+        }
+    }
     // UIDs the server did not return (and that are not errors) were expunged meanwhile.
     let failed = errors.len() as u64;
     vanished += (uids.len() as u64).saturating_sub(got.len() as u64 + failed + vanished);
@@ -543,7 +565,7 @@ async fn append_batch(
                 }
                 return Ok(items.len() as u64);
             }
-            Err(e) if e.is_connection() => {
+            Err(e) if reconnect_needed(&e) => {
                 return Err(Fail::Connection {
                     side: Side::Host2,
                     err: e,
@@ -598,7 +620,7 @@ async fn append_one(
             Err(e) => e,
         },
     };
-    if first.is_connection() {
+    if reconnect_needed(&first) {
         return Err(Fail::Connection {
             side: Side::Host2,
             err: first,
@@ -630,7 +652,7 @@ async fn append_one(
                 ));
                 return Ok(true);
             }
-            Err(e) if e.is_connection() => {
+            Err(e) if reconnect_needed(&e) => {
                 return Err(Fail::Connection {
                     side: Side::Host2,
                     err: e,
