@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/lab.sh start
 eval "$(scripts/lab.sh env)"
 cargo build --release --locked -p imapfleet
-bin=target/release/imapfleet
+bin=${CARGO_TARGET_DIR:-target}/release/imapfleet
 
 user=${DEMO_USER:-user0300}
 scripts/lab.sh wipe 1 "$user"
