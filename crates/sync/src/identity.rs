@@ -26,6 +26,15 @@
 //! Keys from fields and keys from a full header block never collide: each hash input starts with its
 //! own domain tag. A field whose value is empty after normalisation counts as absent (an empty
 //! `Message-Id:` would otherwise give every such message the same key).
+//!
+//! # When headers are not enough
+//!
+//! Two different messages may share every header (automated notices without `Message-Id`, sent
+//! the same second): the multiset matching copies both, but when host2 already holds some of them
+//! the headers cannot tell *which*. [`ambiguous_keys`] names the keys where that matters (held by
+//! both sides, more than once on one of them); the executor then fetches those messages' bodies
+//! and re-keys them with [`refine_with_body`], whose body digest absorbs the same server rewrites
+//! as the header key (line endings, 8-bit bytes).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -250,6 +259,86 @@ fn digest(input: &[u8]) -> IdentityKey {
     IdentityKey(hex::encode(Sha256::digest(input)))
 }
 
+/// Domain tag of keys refined with a body digest.
+const BODY_DOMAIN: &[u8] = b"imapfleet-identity-v1/with-body\n";
+
+/// `key` refined by the message's body (everything after the blank line ending the header; the
+/// whole message when it has none). The body is normalised like header values are protected: CR
+/// bytes are dropped (bare LF served as CRLF), 8-bit bytes and NUL are folded to `X` (Cyrus'
+/// munge8bit, Dovecot's NUL as 0x80), trailing spaces and tabs of each line and trailing empty
+/// lines are ignored. Equal messages keep equal refined keys; bodies that differ otherwise differ.
+pub fn refine_with_body(key: &IdentityKey, message: &[u8]) -> IdentityKey {
+    let mut h = Sha256::new();
+    h.update(BODY_DOMAIN);
+    h.update(key.0.as_bytes());
+    h.update(b"\n");
+    let body = body_of(message);
+    let mut pending_newlines = 0usize;
+    for raw in body.split(|&b| b == b'\n') {
+        let line: Vec<u8> = fold_bytes(raw)
+            .into_iter()
+            .filter(|&b| b != b'\r')
+            .collect();
+        let end = line
+            .iter()
+            .rposition(|&b| b != b' ' && b != b'\t')
+            .map_or(0, |i| i + 1);
+        if end == 0 {
+            pending_newlines += 1;
+            continue;
+        }
+        for _ in 0..pending_newlines {
+            h.update(b"\n");
+        }
+        pending_newlines = 1;
+        h.update(&line[..end]);
+    }
+    IdentityKey(hex::encode(h.finalize()))
+}
+
+/// The part of a message after its header block (after the first empty line).
+fn body_of(message: &[u8]) -> &[u8] {
+    let mut start = 0;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        start += line.len();
+        if trim_trailing_cr(line.strip_suffix(b"\n").unwrap_or(line)).is_empty() {
+            return &message[start..];
+        }
+    }
+    message
+}
+
+/// Keys that headers alone cannot pair: present on both sides and held more than once on at least
+/// one of them. Only these need [`refine_with_body`]; every other key pairs unambiguously.
+pub fn ambiguous_keys<'a>(
+    host1: impl IntoIterator<Item = &'a IdentityKey>,
+    host2: impl IntoIterator<Item = &'a IdentityKey>,
+) -> std::collections::BTreeSet<IdentityKey> {
+    use std::collections::BTreeMap;
+    let mut counts: BTreeMap<&IdentityKey, (usize, usize)> = BTreeMap::new();
+    for k in host1 {
+        counts.entry(k).or_default().0 += 1;
+    }
+    for k in host2 {
+        counts.entry(k).or_default().1 += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (a, b))| *a > 0 && *b > 0 && (*a > 1 || *b > 1))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The `Message-ID` of a message, for reports: the field value with whitespace trimmed, bytes
+/// decoded lossily (reports are text); `None` when the header block has none.
+pub fn message_id_of(message: &[u8]) -> Option<String> {
+    parse_header_block(message)
+        .into_iter()
+        .find(|l| l.name.as_deref() == Some(b"message-id".as_slice()))
+        .map(|l| String::from_utf8_lossy(trim_whitespace(&l.value)).into_owned())
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +528,81 @@ Message-Id: <abc.123@example.com>\r\n\r\n";
         assert_ne!(
             key_from_full_header(b"abc\r\n"),
             key_from_full_header(b"abc:\r\n")
+        );
+    }
+
+    #[test]
+    fn body_refinement_tells_same_header_messages_apart() {
+        let k = key_from_full_header(b"From: a@example.com\r\nSubject: notice\r\n");
+        let green = b"From: a@example.com\r\nSubject: notice\r\n\r\nStatus: green\r\n";
+        let amber = b"From: a@example.com\r\nSubject: notice\r\n\r\nStatus: amber\r\n";
+        assert_eq!(green.len(), amber.len());
+        assert_ne!(refine_with_body(&k, green), refine_with_body(&k, amber));
+        assert_ne!(refine_with_body(&k, green), k);
+        // The same key with another header key stays apart.
+        let other = IdentityKey("other".into());
+        assert_ne!(refine_with_body(&k, green), refine_with_body(&other, green));
+    }
+
+    #[test]
+    fn body_refinement_survives_server_rewrites() {
+        let k = IdentityKey("k".into());
+        let crlf = b"Subject: x\r\n\r\nLine one\r\nCaf\xc3\xa9 \t\r\n\r\n";
+        let lf = b"Subject: x\n\nLine one\nCaf\xc3\xa9\n";
+        let munged = b"Subject: x\r\n\r\nLine one\r\nCafXX\r\n\r\n\r\n";
+        let nul = b"Subject: x\r\n\r\na\x00b\r\n";
+        let nul80 = b"Subject: x\r\n\r\na\x80b\r\n";
+        let r = refine_with_body(&k, crlf);
+        assert_eq!(r, refine_with_body(&k, lf), "bare LF served as CRLF");
+        assert_eq!(r, refine_with_body(&k, munged), "8-bit bytes munged to X");
+        assert_eq!(refine_with_body(&k, nul), refine_with_body(&k, nul80));
+        // Inner blank lines and leading space count.
+        assert_ne!(
+            refine_with_body(&k, b"S: x\r\n\r\na\r\n\r\nb\r\n"),
+            refine_with_body(&k, b"S: x\r\n\r\na\r\nb\r\n")
+        );
+        assert_ne!(
+            refine_with_body(&k, b"S: x\r\n\r\n a\r\n"),
+            refine_with_body(&k, b"S: x\r\n\r\na\r\n")
+        );
+        // Header-less message (starts with the blank line) and one with no blank line at all.
+        assert_eq!(
+            refine_with_body(&k, b"\r\nonly a body\r\n"),
+            refine_with_body(&k, b"\nonly a body")
+        );
+        assert_ne!(
+            refine_with_body(&k, b"no blank line"),
+            refine_with_body(&k, b"other text")
+        );
+    }
+
+    #[test]
+    fn ambiguous_keys_need_both_sides_and_a_repeat() {
+        let k = |s: &str| IdentityKey(s.into());
+        let one = [k("a"), k("b"), k("b"), k("c"), k("d"), k("d")];
+        let two = [k("a"), k("b"), k("c"), k("c"), k("e"), k("e")];
+        let got: Vec<String> = ambiguous_keys(&one, &two)
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        // a: once each side; d: only host1; e: only host2.
+        assert_eq!(got, vec!["b", "c"]);
+        assert!(ambiguous_keys(&[k("x"), k("x")], &[]).is_empty());
+    }
+
+    #[test]
+    fn message_id_for_reports() {
+        assert_eq!(
+            message_id_of(b"Subject: a\r\nMessage-ID:\r\n  <br31-2@example.com> \r\n\r\nbody"),
+            Some("<br31-2@example.com>".into())
+        );
+        assert_eq!(
+            message_id_of(b"Subject: a\r\n\r\nMessage-ID: <in-body@x>\r\n"),
+            None
+        );
+        assert_eq!(
+            message_id_of(b"message-id: <\xe9@x>\r\n"),
+            Some("<\u{fffd}@x>".into())
         );
     }
 

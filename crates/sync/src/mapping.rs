@@ -221,7 +221,9 @@ pub fn parse_f1f2(arg: &str) -> Result<(String, String), MappingError> {
 ///   host2's Sent). Names count only at the top level (after the prefix) and only for classes
 ///   host1 marks with no attribute at all. The host2 target is its folder with that attribute,
 ///   else the same-named folder if its name is of that class, else the first folder whose name is
-///   of the class; with none, no automap. Each host2 special folder takes one host1 folder: those
+///   of the class; with none, the class's usual name (`Sent`, `Drafts`, `Trash`, `Junk`,
+///   `Archive`; host1's `\All` goes to host2's `\All`, else its archive folder, else `Archive`),
+///   created under host2's prefix. Each host2 special folder takes one host1 folder: those
 ///   with the attribute first, then by name, in host1 order; the others keep their own names.
 pub fn map_folders(
     h1: &SideFacts,
@@ -506,8 +508,40 @@ impl AutoMap {
     }
 }
 
-/// host2's folder of `class`, as components relative to host2's prefix (see [`map_folders`]).
+/// The name a host2 special folder gets when host2 has none of its class yet: the names Dovecot,
+/// Cyrus and most server configurations give them (Dovecot lists a configured special-use folder
+/// only once it exists, so a fresh host2 shows none). `\All` (Gmail's "All Mail") goes to the
+/// archive: what it contributes is the mail no other folder holds (see the planner's
+/// `skip_keys`). `\Flagged` is a view of flagged mail elsewhere: no default.
+fn default_name(class: SpecialUse) -> Option<&'static str> {
+    match class {
+        SpecialUse::Sent => Some("Sent"),
+        SpecialUse::Drafts => Some("Drafts"),
+        SpecialUse::Trash => Some("Trash"),
+        SpecialUse::Junk => Some("Junk"),
+        SpecialUse::Archive | SpecialUse::All => Some("Archive"),
+        SpecialUse::Flagged => None,
+    }
+}
+
+/// host2's folder of `class`, as components relative to host2's prefix (see [`map_folders`]):
+/// by attribute, else by localized name, else (`\All` only) host2's archive folder, else the
+/// class's [`default_name`] (to be created).
 fn host2_target(h2: &SideFacts, class: SpecialUse, plain: &[String]) -> Option<Vec<String>> {
+    if let Some(found) = host2_existing(h2, class, plain) {
+        return Some(found);
+    }
+    if class == SpecialUse::All {
+        if let Some(archive) = host2_existing(h2, SpecialUse::Archive, plain) {
+            return Some(archive);
+        }
+    }
+    default_name(class).map(|n| vec![n.to_string()])
+}
+
+/// host2's existing folder of `class`: by attribute, else by localized name (the one named like
+/// host1's folder first).
+fn host2_existing(h2: &SideFacts, class: SpecialUse, plain: &[String]) -> Option<Vec<String>> {
     let usable = |e: &&MailboxEntry| {
         !e.noselect && !is_inbox(&e.name) && e.special_use.is_none_or(|c| c == class)
     };

@@ -27,8 +27,16 @@
 //! - `\Recent` is never sent and is not reported as dropped (it is session state, not a stored flag).
 //! - A backslash flag other than the five of RFC 3501 (`\Seen \Answered \Flagged \Deleted
 //!   \Draft`) is sent only if host2 lists it; a flag that is not a valid IMAP atom is dropped.
+//! - A host1 message whose key is in `skip_keys` is out of scope (`SkipReason::InOtherFolder`),
+//!   like the other skips: the executor passes the keys of every other host1 folder when it plans
+//!   host1's `\All` folder (Gmail's "All Mail"), which then contributes only the messages no other
+//!   folder holds (archived mail), never a second copy of labelled mail.
+//! - `delete2` deletions are what the plan lists; whether they may be carried out is
+//!   [`delete2_guard`]'s call (host1 folder suddenly empty, or too large a share of host2's
+//!   folder: nothing is deleted unless forced).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 
@@ -70,6 +78,9 @@ pub struct PlanOptions {
     pub not_after: Option<DateTime<FixedOffset>>,
     /// Also copy host1 messages flagged `\Deleted` (with the flag); default false: they are skipped.
     pub copy_deleted: bool,
+    /// host1 messages with one of these keys are out of scope ([`SkipReason::InOtherFolder`]).
+    /// Set by the executor for host1's `\All` folder only: the keys of every other host1 folder.
+    pub skip_keys: Option<Arc<BTreeSet<IdentityKey>>>,
 }
 
 impl Default for PlanOptions {
@@ -81,6 +92,7 @@ impl Default for PlanOptions {
             not_before: None,
             not_after: None,
             copy_deleted: false,
+            skip_keys: None,
         }
     }
 }
@@ -118,6 +130,8 @@ pub enum SkipReason {
     TooNew,
     /// Flagged `\Deleted` on host1 (deleted but not yet expunged there).
     DeletedOnHost1,
+    /// In host1's `\All` folder and also in another host1 folder, which copies it.
+    InOtherFolder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +489,9 @@ fn pair_in_tier(
 
 /// Why a host1 message is out of this run's scope, if it is.
 fn skip_reason(m: &MsgInfo, opts: &PlanOptions) -> Option<SkipReason> {
+    if opts.skip_keys.as_ref().is_some_and(|k| k.contains(&m.key)) {
+        return Some(SkipReason::InOtherFolder);
+    }
     if !opts.copy_deleted && m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")) {
         return Some(SkipReason::DeletedOnHost1);
     }
@@ -493,6 +510,80 @@ fn window_skip(m: &MsgInfo, opts: &PlanOptions) -> Option<SkipReason> {
     }
     if opts.not_after.is_some_and(|limit| date > limit) {
         return Some(SkipReason::TooNew);
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion guard
+
+/// Default of [`delete2_guard`]'s share: a plan may delete at most half of a host2 folder.
+pub const DEFAULT_DELETE2_MAX_PERCENT: u32 = 50;
+
+/// Why `delete2` deletions are not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteRefusal {
+    /// host1's folder lists no message at all while host2's copy has some: more likely a broken
+    /// or re-created source folder than a user who emptied it.
+    Host1Empty { would_delete: usize },
+    /// The plan would delete more than `max_percent` % of host2's folder.
+    TooMany {
+        would_delete: usize,
+        host2_messages: usize,
+        max_percent: u32,
+    },
+}
+
+impl std::fmt::Display for DeleteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeleteRefusal::Host1Empty { would_delete } => write!(
+                f,
+                "host1's folder lists no message: {would_delete} host2 messages kept (--force-delete to delete them)"
+            ),
+            DeleteRefusal::TooMany {
+                would_delete,
+                host2_messages,
+                max_percent,
+            } => write!(
+                f,
+                "would delete {would_delete} of {host2_messages} host2 messages, more than {max_percent} %: nothing deleted (--force-delete to delete them)"
+            ),
+        }
+    }
+}
+
+/// The safety guard of `delete2`: may `plan.deletions2` be carried out? `None` = yes.
+///
+/// Rules: nothing to delete passes; a host1 folder that lists zero messages refuses; deleting more
+/// than `max_percent` % of host2's messages (counted once per UID) refuses. `--force-delete` is the
+/// caller's business (it skips the guard).
+pub fn delete2_guard(
+    plan: &FolderPlan,
+    host1: &FolderSide,
+    host2: &FolderSide,
+    max_percent: u32,
+) -> Option<DeleteRefusal> {
+    let would_delete = plan.deletions2.len();
+    if would_delete == 0 {
+        return None;
+    }
+    if host1.messages.is_empty() {
+        return Some(DeleteRefusal::Host1Empty { would_delete });
+    }
+    let host2_messages = host2
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect::<BTreeSet<u32>>()
+        .len();
+    // would_delete / host2_messages > max_percent / 100, in integers.
+    if (would_delete as u64) * 100 > u64::from(max_percent) * host2_messages as u64 {
+        return Some(DeleteRefusal::TooMany {
+            would_delete,
+            host2_messages,
+            max_percent,
+        });
     }
     None
 }

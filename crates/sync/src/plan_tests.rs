@@ -569,6 +569,112 @@ fn flag_filter_is_public_for_the_executor() {
     );
 }
 
+// --- the \All folder ---------------------------------------------------------------------------
+
+#[test]
+fn all_folder_contributes_only_what_no_other_folder_holds() {
+    // BR-29's Gmail view and more: All Mail holds every message; A, B, D, S have labels elsewhere,
+    // C and E are archived (E twice on host1: both copies go), and B is already on host2 from an
+    // earlier run without the rule: kept (never deleted) and its flags left alone.
+    let keys: BTreeSet<IdentityKey> = ["a", "b", "d", "s"]
+        .iter()
+        .map(|k| IdentityKey(k.to_string()))
+        .collect();
+    let opts = PlanOptions {
+        skip_keys: Some(Arc::new(keys)),
+        delete2: true,
+        ..PlanOptions::default()
+    };
+    let all = side(vec![
+        m(1, "a"),
+        m(2, "b"),
+        m(3, "c"),
+        m(4, "d"),
+        m(5, "s"),
+        m(6, "e"),
+        m(7, "e"),
+    ]);
+    let h2 = dovecot(vec![msg(1, "b", &["\\Flagged"], 100, None)]);
+    let plan = plan_folder(&all, &h2, &opts);
+    assert_eq!(uids1(&plan), vec![3, 6, 7]);
+    assert_eq!(plan.matched, vec![(2, 1)]);
+    assert!(
+        plan.flag_updates.is_empty() && plan.deletions2.is_empty(),
+        "{plan:?}"
+    );
+    let skipped: Vec<(u32, SkipReason)> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.uid1, s.reason.clone()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [1, 4, 5]
+            .iter()
+            .map(|u| (*u, SkipReason::InOtherFolder))
+            .collect::<Vec<_>>()
+    );
+    // Without the keys, All Mail is an ordinary folder.
+    let plain = plan_folder(&all, &h2, &PlanOptions::default());
+    assert_eq!(plain.copies.len(), 6);
+}
+
+// --- the delete2 guard -----------------------------------------------------------------------
+
+#[test]
+fn delete2_guard_refuses_an_empty_host1_and_large_shares() {
+    let opts = PlanOptions {
+        delete2: true,
+        ..PlanOptions::default()
+    };
+    let h2 = |n: u32| side((1..=n).map(|u| m(u, &format!("k{u}"))).collect());
+    let h1 = |keys: &[u32]| side(keys.iter().map(|u| m(100 + u, &format!("k{u}"))).collect());
+    let guard = |h1: &FolderSide, h2: &FolderSide, pct: u32| {
+        delete2_guard(&plan_folder(h1, h2, &opts), h1, h2, pct)
+    };
+    // Nothing to delete: always fine, even from an empty host1 folder.
+    assert_eq!(guard(&side(vec![]), &side(vec![]), 50), None);
+    assert_eq!(guard(&h1(&[1, 2]), &h2(2), 0), None);
+    // Empty host1 folder with host2 messages: refused whatever the share.
+    assert_eq!(
+        guard(&side(vec![]), &h2(3), 100),
+        Some(DeleteRefusal::Host1Empty { would_delete: 3 })
+    );
+    // 5 of 10 is not more than 50 %; 6 of 10 is.
+    assert_eq!(guard(&h1(&[1, 2, 3, 4, 5]), &h2(10), 50), None);
+    assert_eq!(
+        guard(&h1(&[1, 2, 3, 4]), &h2(10), 50),
+        Some(DeleteRefusal::TooMany {
+            would_delete: 6,
+            host2_messages: 10,
+            max_percent: 50
+        })
+    );
+    // The share is configurable: 90 % lets 6 of 10 through, 0 % refuses any deletion.
+    assert_eq!(guard(&h1(&[1, 2, 3, 4]), &h2(10), 90), None);
+    assert!(guard(&h1(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), &h2(10), 0).is_some());
+    // A UID host2 listed twice counts once.
+    let mut dup = h2(2);
+    dup.messages.push(m(2, "k2"));
+    assert!(guard(&h1(&[1]), &dup, 50).is_none(), "1 of 2 UIDs");
+}
+
+proptest! {
+    #[test]
+    fn delete2_guard_never_lets_through_more_than_the_share(
+        (host1, host2, mut opts) in arb_case(),
+        pct in 0u32..=100,
+    ) {
+        opts.delete2 = true;
+        let plan = plan_folder(&host1, &host2, &opts);
+        if delete2_guard(&plan, &host1, &host2, pct).is_none() && !plan.deletions2.is_empty() {
+            let uids: BTreeSet<u32> = host2.messages.iter().map(|m| m.uid).collect();
+            prop_assert!(!host1.messages.is_empty());
+            prop_assert!(plan.deletions2.len() as u64 * 100 <= u64::from(pct) * uids.len() as u64);
+        }
+    }
+}
+
 // --- properties -------------------------------------------------------------------------------
 
 /// Carry out a plan on a simulated host2 the way a server would.
@@ -683,6 +789,7 @@ fn arb_opts() -> impl Strategy<Value = PlanOptions> {
                 not_before,
                 not_after: None,
                 copy_deleted,
+                skip_keys: None,
             },
         )
 }

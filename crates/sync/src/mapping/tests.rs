@@ -502,10 +502,97 @@ fn automap_prefers_host2_folder_with_the_same_name() {
 }
 
 #[test]
-fn automap_needs_a_host2_target() {
-    let h1 = side('/', "", names('/', &["Posta inviata"]));
-    let m = map(&h1, &side('/', "", names('/', &["INBOX"])), &automap());
-    assert_eq!(m.pairs[0].name2, "Posta inviata");
+fn automap_creates_the_usual_name_when_host2_has_no_such_folder() {
+    // A fresh Dovecot lists none of its configured special-use folders (they appear once they
+    // exist): the class's usual name is created, under host2's prefix, subfolders below it.
+    let h1 = side(
+        '/',
+        "",
+        names(
+            '/',
+            &[
+                "INBOX",
+                "Posta inviata",
+                "Posta inviata/2019",
+                "Papierkorb",
+                "Brouillons",
+                "Spam",
+                "Archivio",
+                "Attività",
+            ],
+        ),
+    );
+    let bare = side('.', "INBOX.", names('.', &["INBOX"]));
+    let m = map(&h1, &bare, &automap());
+    assert_eq!(
+        mapping(&m),
+        expect(&[
+            ("INBOX", "INBOX"),
+            ("Posta inviata", "INBOX.Sent"),
+            ("Posta inviata/2019", "INBOX.Sent.2019"),
+            ("Papierkorb", "INBOX.Trash"),
+            ("Brouillons", "INBOX.Drafts"),
+            ("Spam", "INBOX.Junk"),
+            ("Archivio", "INBOX.Archive"),
+            ("Attività", "INBOX.Attività"),
+        ])
+    );
+    assert!(m.pairs[1].create);
+    assert_eq!(m.creates[0], "INBOX.Sent");
+    // Without --automap nothing is renamed.
+    assert_eq!(
+        map(&h1, &bare, &MappingOptions::default()).pairs[1].name2,
+        "INBOX.Posta inviata"
+    );
+}
+
+#[test]
+fn automap_all_mail_goes_to_host2_all_else_archive() {
+    // Gmail's view: [Gmail]/All Mail (\All), [Gmail]/Sent Mail (\Sent), [Gmail]/Starred (\Flagged).
+    let h1 = side(
+        '/',
+        "",
+        vec![
+            entry("INBOX", '/'),
+            entry("Work", '/'),
+            noselect("[Gmail]", '/'),
+            special("[Gmail]/All Mail", '/', SpecialUse::All),
+            special("[Gmail]/Sent Mail", '/', SpecialUse::Sent),
+            special("[Gmail]/Starred", '/', SpecialUse::Flagged),
+        ],
+    );
+    let fresh = side('/', "", names('/', &["INBOX"]));
+    let m = map(&h1, &fresh, &automap());
+    assert_eq!(
+        mapping(&m),
+        expect(&[
+            ("INBOX", "INBOX"),
+            ("Work", "Work"),
+            ("[Gmail]/All Mail", "Archive"),
+            ("[Gmail]/Sent Mail", "Sent"),
+            ("[Gmail]/Starred", "[Gmail]/Starred"),
+        ])
+    );
+    // host2's own archive folder (by attribute or name) is preferred, and its \All over that.
+    let with_archive = side(
+        '/',
+        "",
+        vec![
+            entry("INBOX", '/'),
+            special("Archiv", '/', SpecialUse::Archive),
+        ],
+    );
+    assert_eq!(map(&h1, &with_archive, &automap()).pairs[2].name2, "Archiv");
+    let with_all = side(
+        '/',
+        "",
+        vec![
+            entry("INBOX", '/'),
+            entry("Archive", '/'),
+            special("All", '/', SpecialUse::All),
+        ],
+    );
+    assert_eq!(map(&h1, &with_all, &automap()).pairs[2].name2, "All");
 }
 
 #[test]
@@ -599,18 +686,17 @@ fn gmail_source_folders() {
         mapping(&m),
         expect(&[
             ("INBOX", "INBOX"),
-            ("[Gmail]/All Mail", "[Gmail].All Mail"),
-            ("[Gmail]/Drafts", "[Gmail].Drafts"),
+            // host2 has neither \All nor an archive folder: the usual name (BR-29).
+            ("[Gmail]/All Mail", "Archive"),
+            // host2 has no \Drafts folder yet: the usual name (BR-28).
+            ("[Gmail]/Drafts", "Drafts"),
             ("[Gmail]/Sent Mail", "Sent"),
             ("[Gmail]/Trash", "Trash"),
             ("Work", "Work"),
         ])
     );
-    // "[Gmail]" is \Noselect on host1: not a pair, created once as a parent.
-    assert_eq!(
-        m.creates,
-        vec!["[Gmail]", "[Gmail].All Mail", "[Gmail].Drafts", "Work"]
-    );
+    // "[Gmail]" is \Noselect on host1: not a pair, and no longer needed as a parent.
+    assert_eq!(m.creates, vec!["Archive", "Drafts", "Work"]);
 }
 
 #[test]
