@@ -17,6 +17,9 @@
 #   IMAPFLEET_IMAGE_PROFILE   cargo profile of the host-built binary copied into the image (default dev)
 #   IMAPFLEET_IMAGE_PORT      host port of the container's /metrics (default 19898; hostNetwork)
 #   IMAPFLEET_IMAGE_KEEP=1    leave the pod running at the end (for a look around)
+#   IMAPFLEET_IMAGE_BINARY    use this imapfleet binary instead of building one
+#   IMAPFLEET_IMAGE_STATE     work directory (default /var/tmp/imapfleet-image-test)
+#   IMAPFLEET_RENDER_CHART    the render-chart binary to use (the cargo test passes its own)
 #
 # Lab users user0090..user0099 belong to this test.
 set -euo pipefail
@@ -149,8 +152,12 @@ build_image() {
 
 render_manifests() {
     SECRET_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    cargo build -q --locked -p deploy-tests --bin render-chart >"$STATE/cargo.log" 2>&1 ||
-        { tail -n 30 "$STATE/cargo.log" >&2; fail "cargo build -p deploy-tests failed"; }
+    local render=${IMAPFLEET_RENDER_CHART:-}
+    if [ -z "$render" ]; then
+        cargo build -q --locked -p deploy-tests --bin render-chart >"$STATE/cargo.log" 2>&1 ||
+            { tail -n 30 "$STATE/cargo.log" >&2; fail "cargo build -p deploy-tests failed"; }
+        render="$(target_dir)/debug/render-chart"
+    fi
     local args=(--name "$RELEASE" --namespace default --for-podman
         --set image.repository=localhost/imapfleet --set image.tag=test --set image.pullPolicy=Never
         --set worker.hostNetwork=true --set worker.replicas=1 --set worker.concurrency=3
@@ -158,8 +165,6 @@ render_manifests() {
         --set "secret.amqpUrl=$IMAPFLEET_AMQP_URL" --set "secret.redisUrl=$IMAPFLEET_REDIS_URL"
         --set "secret.secretKey=$SECRET_KEY" --set config.RUST_LOG=info
         -f "$STATE/values-lab.yaml")
-    local render
-    render="$(target_dir)/debug/render-chart"
     "$render" "${args[@]}" --kinds Deployment,ConfigMap >"$STATE/kube.yaml"
     # podman 4.3 keeps a Secret given to kube play as its YAML, but resolves a secretKeyRef by reading
     # the podman secret of that name as a JSON object of base64 values ("secret ... is not valid JSON"):
@@ -186,6 +191,15 @@ http_get() { # port path -> body on stdout; status in HTTP_STATUS
 pod_down() {
     if [ -f "$STATE/kube.yaml" ]; then podman kube down "$STATE/kube.yaml" >/dev/null 2>&1 || true; fi
     if [ -n "${SECRET_NAME:-}" ]; then podman secret rm "$SECRET_NAME" >/dev/null 2>&1 || true; fi
+}
+
+# This run's queues (task, dead-letter, delay) on the shared broker, best effort.
+delete_queues() {
+    command -v rabbitmqctl >/dev/null 2>&1 || return 0
+    local q
+    for q in $(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep -F "$QUEUE" || true); do
+        timeout 30 rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+    done
 }
 
 if [ "${1:-}" = clean ]; then
@@ -244,7 +258,7 @@ DEFAULTS="--port1 $LAB_HOST1_PORT --port2 $LAB_HOST2_PORT --cafile1 $LAB_CA --ca
 
 render_manifests
 pod_down
-trap 'if [ "${IMAPFLEET_IMAGE_KEEP:-}" != 1 ]; then pod_down; fi' EXIT
+trap 'if [ "${IMAPFLEET_IMAGE_KEEP:-}" != 1 ]; then pod_down; delete_queues; fi' EXIT
 podman secret create "$SECRET_NAME" "$STATE/secret.json" >/dev/null
 log "podman kube play (worker Deployment, ConfigMap; hostNetwork)"
 podman kube play "$STATE/kube.yaml" >"$STATE/play.log" 2>&1 || { cat "$STATE/play.log" >&2; fail "kube play failed"; }
@@ -295,10 +309,17 @@ status_copied=$(sed -n 's/^totals: \([0-9]*\) messages copied.*/\1/p' "$STATE/st
 [ "${copied%.*}" -gt 0 ] || { head -n 40 "$STATE/metrics.txt" >&2; fail "/metrics shows no message copied for job $JOB_ID"; }
 [ "${copied%.*}" = "$status_copied" ] || fail "/metrics says $copied copied, status says $status_copied"
 log "/metrics: $(grep -c '^# TYPE imapfleet_' "$STATE/metrics.txt") imapfleet families; $copied messages copied (status agrees)"
-# The dashboard and the alert rules query only metrics the fleet exports (this live sample included).
-IMAPFLEET_METRICS_SAMPLE="$STATE/metrics.txt" cargo test -q --locked -p deploy-tests --test dashboard \
-    >"$STATE/dashboard-test.log" 2>&1 || { cat "$STATE/dashboard-test.log" >&2; fail "dashboard test against the live /metrics"; }
-log "dashboard and alert rules checked against the live /metrics"
+# The dashboard against this live sample: crates/deploy-tests/tests/image.rs checks it after this script
+# (run alone, the script does it with the dashboard test).
+if [ -z "${IMAPFLEET_RENDER_CHART:-}" ]; then
+    IMAPFLEET_METRICS_SAMPLE="$STATE/metrics.txt" cargo test -q --locked -p deploy-tests --test dashboard \
+        >"$STATE/dashboard-test.log" 2>&1 ||
+        { cat "$STATE/dashboard-test.log" >&2; fail "dashboard test against the live /metrics"; }
+    log "dashboard and alert rules checked against the live /metrics"
+fi
+# What the worker used for this batch (cgroup counters, as podman reports them).
+usage=$(podman stats --no-stream --format '{{.CPU}} CPU, {{.MemUsage}} memory' "$CONTAINER" 2>/dev/null || true)
+[ -n "$usage" ] && log "worker usage now: $usage"
 
 # No password in the container's logs.
 podman logs "$CONTAINER" >"$STATE/worker.log" 2>&1 || true

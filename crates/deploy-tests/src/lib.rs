@@ -26,6 +26,7 @@ use gtmpl::{Context, Func, FuncError, Template, Value};
 use serde_yaml::Value as Yaml;
 use sha2::Digest as _;
 
+pub mod dashboard;
 pub mod metrics;
 
 /// The workspace root (two levels above this crate).

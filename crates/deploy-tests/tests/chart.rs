@@ -228,6 +228,40 @@ fn values_schema_accepts_the_defaults_and_every_scenario() {
     }
 }
 
+/// Helm reads every number in values as a float64 and Go prints 1000000.0 as `1e+06`: a number that
+/// the templates print as it is must stay below a million, so every integer in the schema has a maximum
+/// under that.
+#[test]
+fn values_schema_bounds_every_integer_below_a_million() {
+    fn walk(n: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+        match n {
+            serde_json::Value::Object(m) => {
+                if m.get("type").and_then(|t| t.as_str()) == Some("integer") {
+                    match m.get("maximum").and_then(|x| x.as_f64()) {
+                        Some(max) if max < 1e6 => {}
+                        _ => bad.push(path.to_string()),
+                    }
+                }
+                for (k, v) in m {
+                    walk(v, &format!("{path}/{k}"), bad);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{path}/{i}"), bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    walk(&Chart::imapfleet().schema.unwrap(), "", &mut bad);
+    assert!(
+        bad.is_empty(),
+        "integers without a maximum below 1e6: {bad:?}"
+    );
+}
+
 #[test]
 fn values_schema_rejects_mistakes() {
     let chart = Chart::imapfleet();

@@ -9,130 +9,14 @@
 //! PATH (Debian's `prometheus` package), the rules file is also checked and its unit tests run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 
-use deploy_tests::metrics::{
-    all_series, families_from_text, promql_metric_names, substitute_grafana_variables,
+use deploy_tests::dashboard::{
+    all_panels, check_live_sample, dashboard, dashboard_queries, exported_series, rules, rules_path,
 };
+use deploy_tests::metrics::{promql_metric_names, substitute_grafana_variables};
 use deploy_tests::workspace_root;
 use serde_json::Value as Json;
-
-fn dashboard() -> Json {
-    let p = workspace_root().join("deploy/grafana/imapfleet.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).expect("read the dashboard"))
-        .expect("the dashboard is JSON")
-}
-
-fn rules_path() -> PathBuf {
-    workspace_root().join("deploy/prometheus/imapfleet-alerts.yaml")
-}
-
-fn rules() -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(rules_path()).unwrap()).expect("rules YAML")
-}
-
-/// Metric families the fleet's metrics module registers: name -> type ("histogram" or "other").
-fn exported_families() -> BTreeMap<String, String> {
-    let src_path = workspace_root().join("crates/fleet/src/metrics.rs");
-    let src = std::fs::read_to_string(&src_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", src_path.display()));
-    let lit = regex::Regex::new(r#""(imapfleet_[a-z0-9_]+)""#).unwrap();
-    let hist = regex::Regex::new(r"HistogramOpts::new\(\s*$").unwrap();
-    let mut out = BTreeMap::new();
-    for m in lit.captures_iter(&src) {
-        let whole = m.get(0).unwrap();
-        let before = &src[..whole.start()];
-        let typ = if hist.is_match(before) {
-            "histogram"
-        } else {
-            "other"
-        };
-        out.insert(m[1].to_string(), typ.to_string());
-    }
-    // A refactor that hides the names from this reader must fail here, not pass vacuously.
-    for must in [
-        "imapfleet_messages_copied_total",
-        "imapfleet_bytes_copied_total",
-        "imapfleet_errors_total",
-        "imapfleet_folder_task_duration_seconds",
-    ] {
-        assert!(
-            out.contains_key(must),
-            "{must} not found in {}: teach exported_families() the new way metrics are declared",
-            src_path.display()
-        );
-    }
-    assert_eq!(
-        out["imapfleet_folder_task_duration_seconds"], "histogram",
-        "the folder-task duration is a histogram"
-    );
-    out
-}
-
-fn exported_series() -> BTreeSet<String> {
-    all_series(&exported_families())
-}
-
-/// Family -> type, and series name -> label names seen.
-type Sample = (BTreeMap<String, String>, BTreeMap<String, BTreeSet<String>>);
-
-/// The live sample, when given.
-fn live_sample() -> Option<Sample> {
-    let path = std::env::var_os("IMAPFLEET_METRICS_SAMPLE")?;
-    let text = std::fs::read_to_string(&path).expect("read IMAPFLEET_METRICS_SAMPLE");
-    let families = families_from_text(&text);
-    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let label_re = regex::Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)=""#).unwrap();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let name: String = line
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
-        let set = labels.entry(name).or_default();
-        if let Some(i) = line.find('{') {
-            let j = line.rfind('}').unwrap_or(line.len());
-            for c in label_re.captures_iter(&line[i..j]) {
-                set.insert(c[1].to_string());
-            }
-        }
-    }
-    Some((families, labels))
-}
-
-/// Every (panel title, expression) of the dashboard, rows' nested panels included.
-fn dashboard_queries(d: &Json) -> Vec<(String, String)> {
-    fn walk(panels: &[Json], out: &mut Vec<(String, String)>) {
-        for p in panels {
-            let title = p["title"].as_str().unwrap_or("").to_string();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if let Some(e) = t["expr"].as_str() {
-                    out.push((title.clone(), e.to_string()));
-                }
-            }
-            if let Some(nested) = p["panels"].as_array() {
-                walk(nested, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(d["panels"].as_array().expect("panels"), &mut out);
-    out
-}
-
-fn all_panels(d: &Json) -> Vec<&Json> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().unwrap() {
-        out.push(p);
-        for n in p["panels"].as_array().into_iter().flatten() {
-            out.push(n);
-        }
-    }
-    out
-}
 
 #[test]
 fn dashboard_is_a_well_formed_grafana_dashboard() {
@@ -292,56 +176,14 @@ fn alert_rules_parse_and_query_only_exported_metrics() {
 
 #[test]
 fn live_metrics_sample_agrees_with_the_metrics_module() {
-    let Some((families, labels)) = live_sample() else {
+    let Some(path) = std::env::var_os("IMAPFLEET_METRICS_SAMPLE") else {
         eprintln!(
-            "SKIP live sample: IMAPFLEET_METRICS_SAMPLE is not set (deploy/test-image.sh sets it)"
+            "SKIP live sample: IMAPFLEET_METRICS_SAMPLE is not set (the image test checks its own sample)"
         );
         return;
     };
-    let declared = exported_families();
-    let imapfleet: BTreeMap<&String, &String> = families
-        .iter()
-        .filter(|(n, _)| n.starts_with("imapfleet_"))
-        .collect();
-    assert!(
-        !imapfleet.is_empty(),
-        "the sample holds no imapfleet metric"
-    );
-    for (name, typ) in &imapfleet {
-        let d = declared
-            .get(*name)
-            .unwrap_or_else(|| panic!("{name} is served but not found in metrics.rs"));
-        assert_eq!(
-            d == "histogram",
-            *typ == "histogram",
-            "{name}: served as {typ}, declared as {d}"
-        );
-    }
-    // Series filtered by job on the dashboard must carry a job label where the sample shows them.
-    let d = dashboard();
-    let job_filter =
-        regex::Regex::new(r#"([a-zA-Z_:][a-zA-Z0-9_:]*)\{[^}]*\bjob=~"\$job""#).unwrap();
-    let mut seen = BTreeSet::new();
-    for (title, expr) in dashboard_queries(&d) {
-        for c in job_filter.captures_iter(&expr) {
-            if let Some(l) = labels.get(&c[1]) {
-                assert!(
-                    l.contains("job"),
-                    "{title}: {} is filtered by job but has no job label",
-                    &c[1]
-                );
-            }
-        }
-        for n in promql_metric_names(&substitute_grafana_variables(&expr)).unwrap() {
-            if labels.contains_key(&n) {
-                seen.insert(n);
-            }
-        }
-    }
-    eprintln!(
-        "live sample: {} imapfleet families; dashboard metrics seen live: {seen:?}",
-        imapfleet.len()
-    );
+    let text = std::fs::read_to_string(path).expect("read IMAPFLEET_METRICS_SAMPLE");
+    eprintln!("{}", check_live_sample(&text));
 }
 
 #[test]

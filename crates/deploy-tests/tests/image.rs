@@ -16,8 +16,13 @@ fn image_runs_the_chart_against_the_lab() {
     }
     let script = deploy_tests::workspace_root().join("deploy/test-image.sh");
     let started = std::time::Instant::now();
+    let state = std::env::temp_dir().join(format!("imapfleet-image-test-{}", std::process::id()));
     let status = Command::new("bash")
         .arg(&script)
+        // This test's own build of the renderer (no cargo run inside a cargo test), and a state
+        // directory to read the live /metrics from afterwards.
+        .env("IMAPFLEET_RENDER_CHART", env!("CARGO_BIN_EXE_render-chart"))
+        .env("IMAPFLEET_IMAGE_STATE", &state)
         .status()
         .expect("run deploy/test-image.sh");
     eprintln!(
@@ -25,7 +30,12 @@ fn image_runs_the_chart_against_the_lab() {
         started.elapsed()
     );
     match status.code() {
-        Some(0) => {}
+        Some(0) => {
+            // The dashboard and alert rules against the container's live /metrics.
+            let text = std::fs::read_to_string(state.join("metrics.txt")).expect("metrics.txt");
+            eprintln!("{}", deploy_tests::dashboard::check_live_sample(&text));
+            let _ = std::fs::remove_dir_all(&state);
+        }
         Some(77) => {
             eprintln!("SKIP image test: podman is not available here (see the script's output)")
         }
