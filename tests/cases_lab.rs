@@ -961,6 +961,20 @@ async fn case_br_39_source_uidvalidity_changes() {
     }
     let r3 = s.run(&opts).await;
     assert_quiet(&s, &r3, "run 3");
+
+    // The lighter variant: only the value changes (doveadm), the UIDs stay.
+    s.i1.doveadm(&[
+        "mailbox",
+        "update",
+        "-u",
+        &s.user,
+        "--uid-validity",
+        "4242",
+        "Projects",
+    ]);
+    assert_eq!(uidvalidity(&s.ep1(), "Projects").await, Some(4242));
+    let r4 = s.run(&opts).await;
+    assert_quiet(&s, &r4, "run after the UIDVALIDITY-only change");
 }
 
 async fn uidvalidity(ep: &Endpoint, folder: &str) -> Option<u32> {

@@ -17,7 +17,7 @@
 //! `toml` dev-dependency, which the support library cannot use).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -609,11 +609,6 @@ pub fn digests<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
     let mut v: Vec<String> = bodies.into_iter().map(sha).collect();
     v.sort();
     v
-}
-
-/// Paths of case files under a directory, for messages listed by folder (tests print them).
-pub fn rel(dir: &Path, p: &Path) -> String {
-    p.strip_prefix(dir).unwrap_or(p).display().to_string()
 }
 
 #[cfg(test)]
