@@ -5,7 +5,11 @@
 # the container's /metrics answers with what was copied, and that SIGTERM stops the worker cleanly.
 #
 #   deploy/test-image.sh          run it (installs podman, runc, debootstrap from Debian when missing, as root)
-#   deploy/test-image.sh clean    remove the pod, the test image and the cached base image
+#   deploy/test-image.sh source   build the image the way users do, from source (the default target:
+#                                 a release build inside the build stage). No registry serves
+#                                 rust:1-bookworm here: the builder image is made from the base and this
+#                                 machine's Rust toolchain. Slow (minutes of compiling): run it rarely
+#   deploy/test-image.sh clean    remove the pod, the test images and the cached base image
 #
 # Opt-in from `cargo test` with IMAPFLEET_IMAGE_TEST=1 (crates/deploy-tests/tests/image.rs calls this
 # script). Exit status 0: passed; 77: skipped (no podman and it cannot be installed: printed why);
@@ -129,10 +133,10 @@ build_binary() {
 }
 
 build_image() {
-    log "podman build -f deploy/Containerfile --build-arg BINARY=prebuilt (runtime: $BASE)"
+    log "podman build -f deploy/Containerfile --target prebuilt (runtime: $BASE)"
     local t=$(date +%s)
     podman build --network host -f deploy/Containerfile \
-        --build-arg BINARY=prebuilt \
+        --target prebuilt \
         --build-arg RUNTIME_IMAGE="$BASE" \
         --build-arg BUILDER_IMAGE="$BASE" \
         -t "$IMAGE" "$STATE/context" >"$STATE/build.log" 2>&1 ||
@@ -202,9 +206,61 @@ delete_queues() {
     done
 }
 
+# A stand-in for rust:1-bookworm: the base image, a C toolchain (ring, linking), this machine's rustc.
+builder_image() {
+    local builder=localhost/rust:local
+    if podman image exists "$builder"; then
+        log "builder image $builder: cached"
+        BUILDER=$builder
+        return
+    fi
+    local sysroot ctx="$STATE/rust-context"
+    sysroot=$(rustc --print sysroot)
+    [ -n "$sysroot" ] && [ -x "$sysroot/bin/cargo" ] || fail "no Rust toolchain with cargo at '$sysroot'"
+    rm -rf "$ctx"
+    mkdir -p "$ctx/rust"
+    # The compiler and the standard library, not the docs or the sources.
+    tar -C "$sysroot" --exclude=./share/doc --exclude=./lib/rustlib/src --exclude=./lib/rustlib/rustc-src \
+        -c . | tar -C "$ctx/rust" -x
+    # This machine's trust store, so that cargo in the build stage reaches crates.io as the host's does.
+    cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$ctx/host-ca.crt"
+    {
+        echo "FROM $BASE"
+        echo "RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates \\"
+        echo "    && rm -rf /var/lib/apt/lists/*"
+        echo "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt"
+        echo "COPY rust /usr/local/rust"
+        echo "ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\"
+        echo "    CARGO_HOME=/usr/local/cargo"
+    } >"$ctx/Containerfile"
+    log "builder image $builder from $sysroot ($(du -sh "$ctx/rust" | cut -f1))"
+    podman build --network host -t "$builder" "$ctx" >"$STATE/builder-build.log" 2>&1 ||
+        { tail -n 20 "$STATE/builder-build.log" >&2; fail "builder image build failed"; }
+    rm -rf "$ctx"
+    BUILDER=$builder
+}
+
+if [ "${1:-}" = source ]; then
+    install_tools
+    command -v podman >/dev/null 2>&1 || skip "podman is not available"
+    base_image
+    builder_image
+    log "podman build -f deploy/Containerfile (the default target) from the repository"
+    t=$(date +%s)
+    podman build --network host -f deploy/Containerfile \
+        --build-arg BUILDER_IMAGE="$BUILDER" --build-arg RUNTIME_IMAGE="$BASE" \
+        -t localhost/imapfleet:source . >"$STATE/source-build.log" 2>&1 ||
+        { tail -n 30 "$STATE/source-build.log" >&2; fail "source build failed (see $STATE/source-build.log)"; }
+    log "built from source in $(($(date +%s) - t)) s: $(podman image inspect localhost/imapfleet:source --format '{{.Size}}') bytes"
+    podman run --rm --network none localhost/imapfleet:source --version >&2 || fail "the source-built image does not run"
+    [ "$(podman image inspect localhost/imapfleet:source --format '{{.Config.User}}')" = 10001:10001 ] || fail "image user"
+    log "PASS (source build) in $(($(date +%s) - T0)) s"
+    exit 0
+fi
+
 if [ "${1:-}" = clean ]; then
     pod_down
-    podman rmi -f "$IMAGE" "$BASE" >/dev/null 2>&1 || true
+    podman rmi -f "$IMAGE" localhost/imapfleet:source localhost/rust:local "$BASE" >/dev/null 2>&1 || true
     rm -rf "$STATE"
     exit 0
 fi

@@ -455,6 +455,8 @@ fn default_values_render_the_worker_side_only() {
     assert!(r.of_kind("ScaledObject").is_empty());
     assert!(r.of_kind("HorizontalPodAutoscaler").is_empty());
     let notes = &r.files["imapfleet/templates/NOTES.txt"];
+    assert!(notes.contains("WARNING: secret.amqpUrl"), "{notes}");
+    assert!(notes.contains("No batch source"), "{notes}");
     assert!(
         notes.contains("kubectl -n mail-migration exec deploy/tenant-a-imapfleet-worker -- imapfleet status migration"),
         "{notes}"
@@ -568,6 +570,13 @@ fn full_values_render_dispatcher_autoscaling_and_monitoring() {
         // The dispatcher has the same broker, Redis and key as the workers.
         assert!(env_of(c).contains_key("IMAPFLEET_SECRET_KEY"));
     }
+
+    let notes = &r.files["imapfleet/templates/NOTES.txt"];
+    assert!(!notes.contains("WARNING"), "{notes}");
+    assert!(
+        notes.contains("create job --from=cronjob/tenant-a-imapfleet-delta"),
+        "{notes}"
+    );
 
     let sm = r.one("ServiceMonitor");
     assert_eq!(
@@ -972,4 +981,35 @@ fn the_prometheus_rule_is_the_rules_file() {
     )
     .unwrap();
     assert_eq!(rule.yaml["spec"]["groups"], file["groups"]);
+}
+
+/// What `helm lint` checks of Chart.yaml, and the chart's appVersion following the binary's version.
+#[test]
+fn chart_metadata_is_what_helm_expects() {
+    let chart = Chart::imapfleet();
+    let m = &chart.metadata;
+    assert_eq!(m["apiVersion"], Yaml::from("v2"));
+    assert_eq!(m["name"], Yaml::from("imapfleet"));
+    assert_eq!(
+        chart.dir.file_name().unwrap().to_str().unwrap(),
+        "imapfleet",
+        "the directory is named like the chart"
+    );
+    let semver =
+        regex::Regex::new(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+            .unwrap();
+    assert!(semver.is_match(m["version"].as_str().unwrap()));
+    assert_eq!(m["type"], Yaml::from("application"));
+    // appVersion is the image tag by default: the workspace's version.
+    let cargo = std::fs::read_to_string(deploy_tests::workspace_root().join("Cargo.toml")).unwrap();
+    let version = regex::Regex::new(r#"(?m)^version = "([^"]+)""#)
+        .unwrap()
+        .captures(&cargo)
+        .expect("workspace version")[1]
+        .to_string();
+    assert_eq!(m["appVersion"].as_str(), Some(version.as_str()));
+    for (name, _) in &chart.templates {
+        let ok = [".yaml", ".tpl", ".txt"].iter().any(|e| name.ends_with(e));
+        assert!(ok, "unexpected file in templates/: {name}");
+    }
 }
