@@ -628,7 +628,9 @@ fn fetch_items(tok: Option<&Tok>) -> Vec<String> {
     let mut out = Vec::new();
     for i in items {
         match i.as_str() {
-            "ALL" => out.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"].map(String::from)),
+            "ALL" => {
+                out.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"].map(String::from))
+            }
             "FAST" => out.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE"].map(String::from)),
             _ => out.push(i),
         }
@@ -668,7 +670,10 @@ fn shape(command: &[u8]) -> Shape {
     };
     match verb.as_str() {
         "FETCH" | "UID FETCH" => {
-            s.set = args.first().and_then(Tok::string).and_then(|t| Set::parse(&t));
+            s.set = args
+                .first()
+                .and_then(Tok::string)
+                .and_then(|t| Set::parse(&t));
             s.items = fetch_items(args.get(1));
         }
         "SELECT" | "STATUS" | "CREATE" | "DELETE" | "APPEND" => {
@@ -709,7 +714,10 @@ fn step_matches(hint: &str, command: &[u8]) -> bool {
 // Rendering
 
 fn quote(name: &[u8]) -> Vec<u8> {
-    if name.iter().any(|b| *b >= 0x80 || *b == b'\r' || *b == b'\n') {
+    if name
+        .iter()
+        .any(|b| *b >= 0x80 || *b == b'\r' || *b == b'\n')
+    {
         let mut v = format!("{{{}}}\r\n", name.len()).into_bytes();
         v.extend_from_slice(name);
         return v;
@@ -814,7 +822,7 @@ fn render_item(item: &str, m: &Message) -> Option<Vec<u8>> {
             } else {
                 return None;
             };
-            v.extend_from_slice(item[..=close].as_bytes());
+            v.extend_from_slice(&item.as_bytes()[..=close]);
             v.push(b' ');
             v.extend(literal(&data));
         }
@@ -911,7 +919,11 @@ async fn serve(sock: TcpStream, sh: Arc<Mutex<Shared>>, conn: usize) {
         if conn < s.cfg.busy_connections {
             Err(s.cfg.busy_greeting.clone())
         } else if s.cfg.greeting.is_empty() {
-            Ok(format!("* OK [CAPABILITY {}] fake server ready\r\n", s.cfg.capabilities).into_bytes())
+            Ok(format!(
+                "* OK [CAPABILITY {}] fake server ready\r\n",
+                s.cfg.capabilities
+            )
+            .into_bytes())
         } else {
             Ok(s.cfg.greeting.clone())
         }
@@ -1073,7 +1085,10 @@ fn answer(
     if let Some(max) = s.cfg.max_uids_per_command {
         let toks = tokens(command);
         if verb.starts_with("UID ") && verb != "UID SEARCH" {
-            let set = toks.get(2).and_then(Tok::string).and_then(|t| Set::parse(&t));
+            let set = toks
+                .get(2)
+                .and_then(Tok::string)
+                .and_then(|t| Set::parse(&t));
             if set.is_some_and(|set| set.size() > max as u64) {
                 return (s.cfg.bye_reply.clone(), true);
             }
@@ -1139,7 +1154,15 @@ fn scripted(
         st.read_only = verb == "EXAMINE";
     }
     if verb == "FETCH" || verb == "UID FETCH" {
-        reply = supplement_fetch(s, st, &step.client, command, reply, tag, verb == "UID FETCH");
+        reply = supplement_fetch(
+            s,
+            st,
+            &step.client,
+            command,
+            reply,
+            tag,
+            verb == "UID FETCH",
+        );
     }
     Some((reply, false))
 }
@@ -1188,7 +1211,12 @@ fn supplement_fetch(
                 if covered.contains(&uid) || answered.contains(&uid) {
                     continue;
                 }
-                if let Some((i, m)) = folder.messages.iter().enumerate().find(|(_, m)| m.uid == uid) {
+                if let Some((i, m)) = folder
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .find(|(_, m)| m.uid == uid)
+                {
                     add.extend(fetch_line(i + 1, m, &c.items));
                 }
             }
@@ -1338,7 +1366,8 @@ fn model(
             (v, false)
         }
         "NAMESPACE" => {
-            let mut v = format!("* NAMESPACE ((\"\" \"{}\")) NIL NIL\r\n", s.cfg.separator).into_bytes();
+            let mut v =
+                format!("* NAMESPACE ((\"\" \"{}\")) NIL NIL\r\n", s.cfg.separator).into_bytes();
             v.extend(ok(tag, "Namespace completed."));
             (v, false)
         }
@@ -1350,8 +1379,7 @@ fn model(
                     attrs.push(su.clone());
                 }
                 v.extend(
-                    format!("* {verb} ({}) \"{}\" ", attrs.join(" "), s.cfg.separator)
-                        .into_bytes(),
+                    format!("* {verb} ({}) \"{}\" ", attrs.join(" "), s.cfg.separator).into_bytes(),
                 );
                 v.extend(quote(f.name.as_bytes()));
                 v.extend_from_slice(b"\r\n");
@@ -1493,7 +1521,10 @@ fn append(s: &mut Shared, tag: &str, args: &[Tok]) -> (Vec<u8>, bool) {
     }
     for (f, _, _) in &msgs {
         if let Some(k) = refused_keyword(s, f) {
-            return (no(tag, &format!("[CANNOT] Keyword {k} not permitted")), false);
+            return (
+                no(tag, &format!("[CANNOT] Keyword {k} not permitted")),
+                false,
+            );
         }
     }
     let uidplus = s
@@ -1535,7 +1566,11 @@ fn fetch(s: &Shared, st: &ConnState, tag: &str, args: &[Tok], by_uid: bool) -> (
     let Some(f) = selected_folder(s, st) else {
         return (bad(tag, "No mailbox selected"), false);
     };
-    let Some(set) = args.first().and_then(Tok::string).and_then(|t| Set::parse(&t)) else {
+    let Some(set) = args
+        .first()
+        .and_then(Tok::string)
+        .and_then(|t| Set::parse(&t))
+    else {
         return (bad(tag, "Invalid set"), false);
     };
     let mut items = fetch_items(args.get(1));
@@ -1576,13 +1611,24 @@ fn store(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], by_uid: bool) 
     if st.read_only {
         return (no(tag, "Mailbox is read-only"), false);
     }
-    let Some(set) = args.first().and_then(Tok::string).and_then(|t| Set::parse(&t)) else {
+    let Some(set) = args
+        .first()
+        .and_then(Tok::string)
+        .and_then(|t| Set::parse(&t))
+    else {
         return (bad(tag, "Invalid set"), false);
     };
-    let op = args.get(1).and_then(Tok::string).unwrap_or_default().to_ascii_uppercase();
+    let op = args
+        .get(1)
+        .and_then(Tok::string)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
     let flags = flags_of(args.get(2));
     if let Some(k) = refused_keyword(s, &flags) {
-        return (no(tag, &format!("[CANNOT] Keyword {k} not permitted")), false);
+        return (
+            no(tag, &format!("[CANNOT] Keyword {k} not permitted")),
+            false,
+        );
     }
     let Some(name) = st.selected.clone() else {
         return (bad(tag, "No mailbox selected"), false);
@@ -1621,8 +1667,13 @@ fn store(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], by_uid: bool) 
         }
         if !silent {
             v.extend(
-                format!("* {} FETCH (UID {} FLAGS ({}))\r\n", i + 1, m.uid, m.flags.join(" "))
-                    .into_bytes(),
+                format!(
+                    "* {} FETCH (UID {} FLAGS ({}))\r\n",
+                    i + 1,
+                    m.uid,
+                    m.flags.join(" ")
+                )
+                .into_bytes(),
             );
         }
     }
@@ -1642,7 +1693,10 @@ fn search(s: &Shared, st: &ConnState, tag: &str, args: &[Tok]) -> (Vec<u8>, bool
         match word.as_str() {
             "ALL" => {}
             "UID" => {
-                let set = args.get(i + 1).and_then(Tok::string).and_then(|t| Set::parse(&t));
+                let set = args
+                    .get(i + 1)
+                    .and_then(Tok::string)
+                    .and_then(|t| Set::parse(&t));
                 let keep = set.map(|s| s.select(&all_uids)).unwrap_or_default();
                 hits.retain(|u| keep.contains(u));
                 i += 1;
@@ -1692,10 +1746,20 @@ fn search(s: &Shared, st: &ConnState, tag: &str, args: &[Tok]) -> (Vec<u8>, bool
     (v, false)
 }
 
-fn copy_move(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], verb: &str) -> (Vec<u8>, bool) {
+fn copy_move(
+    s: &mut Shared,
+    st: &ConnState,
+    tag: &str,
+    args: &[Tok],
+    verb: &str,
+) -> (Vec<u8>, bool) {
     let by_uid = verb.starts_with("UID ");
     let is_move = verb.ends_with("MOVE");
-    let Some(set) = args.first().and_then(Tok::string).and_then(|t| Set::parse(&t)) else {
+    let Some(set) = args
+        .first()
+        .and_then(Tok::string)
+        .and_then(|t| Set::parse(&t))
+    else {
         return (bad(tag, "Invalid set"), false);
     };
     let Some(dest) = args.get(1).and_then(Tok::string) else {
@@ -1748,7 +1812,11 @@ fn copy_move(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], verb: &str
     };
     let join = |u: &[u32]| u.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let old: Vec<u32> = moved.iter().map(|m| m.uid).collect();
-    let code = format!("[COPYUID {dst_validity} {} {}]", join(&old), join(&new_uids));
+    let code = format!(
+        "[COPYUID {dst_validity} {} {}]",
+        join(&old),
+        join(&new_uids)
+    );
     let _ = src_validity;
     if is_move {
         v.extend(format!("* OK {code} Moved\r\n").into_bytes());
@@ -1773,12 +1841,20 @@ fn copy_move(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], verb: &str
     (v, false)
 }
 
-fn expunge(s: &mut Shared, st: &ConnState, tag: &str, args: &[Tok], by_uid: bool) -> (Vec<u8>, bool) {
+fn expunge(
+    s: &mut Shared,
+    st: &ConnState,
+    tag: &str,
+    args: &[Tok],
+    by_uid: bool,
+) -> (Vec<u8>, bool) {
     if st.read_only {
         return (no(tag, "Mailbox is read-only"), false);
     }
     let set = if by_uid {
-        args.first().and_then(Tok::string).and_then(|t| Set::parse(&t))
+        args.first()
+            .and_then(Tok::string)
+            .and_then(|t| Set::parse(&t))
     } else {
         None
     };
@@ -1851,19 +1927,31 @@ mod tests {
             "UID FETCH 1:* (UID FLAGS RFC822.SIZE)",
             b"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Message-Id Received)])"
         ));
-        assert!(step_matches("UID FETCH 102 (BODY.PEEK[])", b"UID FETCH 101:103 (UID BODY.PEEK[])"));
+        assert!(step_matches(
+            "UID FETCH 102 (BODY.PEEK[])",
+            b"UID FETCH 101:103 (UID BODY.PEEK[])"
+        ));
         assert!(!step_matches(
             "UID FETCH 102 (BODY.PEEK[])",
             b"UID FETCH 102 (UID FLAGS BODY.PEEK[HEADER])"
         ));
-        assert!(!step_matches("UID FETCH 102 (BODY.PEEK[])", b"UID FETCH 101 (UID BODY.PEEK[])"));
-        assert!(step_matches("SELECT INBOX", b"EXAMINE \"INBOX\" (CONDSTORE)"));
+        assert!(!step_matches(
+            "UID FETCH 102 (BODY.PEEK[])",
+            b"UID FETCH 101 (UID BODY.PEEK[])"
+        ));
+        assert!(step_matches(
+            "SELECT INBOX",
+            b"EXAMINE \"INBOX\" (CONDSTORE)"
+        ));
         assert!(!step_matches("SELECT INBOX", b"SELECT \"Sent\""));
         assert!(step_matches(
             "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY)",
             b"STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
         ));
-        assert!(step_matches("LIST \"\" \"*\"", b"LIST \"\" \"*\" RETURN (SPECIAL-USE)"));
+        assert!(step_matches(
+            "LIST \"\" \"*\"",
+            b"LIST \"\" \"*\" RETURN (SPECIAL-USE)"
+        ));
     }
 
     #[test]
@@ -1871,10 +1959,13 @@ mod tests {
         let s = Set::parse("4:*").expect("set");
         assert_eq!(s.select(&[1, 2, 3]), vec![3], "n:* holds the last message");
         assert_eq!(Set::parse("1:3,7").expect("set").size(), 4);
-        let t = tokens(b"APPEND \"INBOX\" (\\Seen) \"01-Feb-2022 08:00:00 +0000\" {3}\r\nabc {2}\r\nxy");
+        let t = tokens(
+            b"APPEND \"INBOX\" (\\Seen) \"01-Feb-2022 08:00:00 +0000\" {3}\r\nabc {2}\r\nxy",
+        );
         assert_eq!(t[4], Tok::Literal(b"abc".to_vec()));
         assert_eq!(t[5], Tok::Literal(b"xy".to_vec()));
-        let f = fetch_items(tokens(b"(UID BODY.PEEK[HEADER.FIELDS (Message-Id Received)])").first());
+        let f =
+            fetch_items(tokens(b"(UID BODY.PEEK[HEADER.FIELDS (Message-Id Received)])").first());
         assert_eq!(f, vec!["UID", "BODY[HEADER.FIELDS (MESSAGE-ID RECEIVED)]"]);
     }
 
