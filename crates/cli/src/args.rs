@@ -195,6 +195,14 @@ pub struct SyncArgs {
     /// Do not bring host2's flags back to host1's on messages already there.
     #[arg(long)]
     pub noresyncflags: bool,
+    /// Directory of the saved sync state (one file per account pair; default $IMAPFLEET_STATE_DIR,
+    /// else ~/.local/state/imapfleet). With it, a re-run skips unchanged folders and reads only
+    /// what changed.
+    #[arg(long, value_name = "DIR")]
+    pub statedir: Option<PathBuf>,
+    /// Neither read nor write saved sync state: compare every folder in full (imapsync's way).
+    #[arg(long)]
+    pub nostate: bool,
     /// Write the report as JSON to this file.
     #[arg(long = "report-json", value_name = "FILE")]
     pub report_json: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! The subcommands: each turns its arguments into engine options, runs, prints, and returns an exit code.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -10,6 +11,7 @@ use imapfleet_mailgen::{corpus_messages, fill, GenFolder, GenMessage, MailboxSpe
 use imapfleet_sync::engine::{sync_account, NoProgress, Progress, SyncOptions};
 use imapfleet_sync::identity::IdentityConfig;
 use imapfleet_sync::mapping::MappingOptions;
+use imapfleet_sync::state::{file::FileState, StateHandle};
 use imapfleet_sync::verify::verify_account;
 
 use crate::args::{GenerateArgs, PairArgs, SyncArgs, VerifyArgs};
@@ -90,6 +92,7 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
     opts.plan.max_size = a.maxsize;
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;
     opts.plan.not_after = a.minage.map(days_ago).transpose()?;
+    opts.state = state_handle(settings, &a);
 
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| Arc::new(Bar::new()));
@@ -107,6 +110,32 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report.exit_code())
+}
+
+/// The saved sync state: `--statedir`, else the `statedir` setting, else `$IMAPFLEET_STATE_DIR`,
+/// else the default directory; none with `--nostate`. A directory that cannot be used only costs
+/// full reads (warned).
+fn state_handle(settings: &Settings, a: &SyncArgs) -> Option<StateHandle> {
+    if a.nostate {
+        return None;
+    }
+    let dir = a
+        .statedir
+        .clone()
+        .or_else(|| settings.string("statedir").map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("IMAPFLEET_STATE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(FileState::default_dir);
+    match FileState::new(&dir) {
+        Ok(store) => Some(StateHandle::new(Arc::new(store), 0)),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot use the state directory; comparing every folder in full");
+            None
+        }
+    }
 }
 
 pub async fn verify(settings: &Settings, a: VerifyArgs) -> Result<i32> {

@@ -19,7 +19,9 @@
 
 mod api;
 mod batch;
+mod delta;
 mod folder;
+mod pass;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -79,6 +81,9 @@ pub struct SyncOptions {
     pub max_backoff: std::time::Duration,
     /// Copy at most this budget per folder and leave the rest for a later call (the fleet's slices).
     pub slice: Option<SliceBudget>,
+    /// Saved sync state (`None`: every folder is read in full, nothing is saved). See
+    /// [`crate::state`].
+    pub state: Option<crate::state::StateHandle>,
 }
 
 impl Default for SyncOptions {
@@ -103,6 +108,7 @@ impl Default for SyncOptions {
             connect_retry_base: std::time::Duration::from_secs(1),
             max_backoff: std::time::Duration::from_secs(15 * 60),
             slice: None,
+            state: None,
         }
     }
 }
@@ -260,11 +266,12 @@ pub(crate) async fn connect_pair_patient(
     }
 }
 
-/// NAMESPACE + LIST on both sides and the folder mapping. Returns host2's facts too (separator).
+/// NAMESPACE + LIST on both sides and the folder mapping. Returns host2's facts too (separator),
+/// and, with saved state, every folder's STATUS when the servers offer LIST-STATUS.
 pub(crate) async fn map_account(
     pair: &mut Pair,
     opts: &SyncOptions,
-) -> Result<(FolderMap, SideFacts), SyncError> {
+) -> Result<(FolderMap, SideFacts, delta::Statuses), SyncError> {
     let side_err = |side: Side| {
         move |e: ImapError| {
             let class = if side == Side::Host1 {
@@ -275,15 +282,36 @@ pub(crate) async fn map_account(
             SyncError::account(class, format!("{}: listing folders: {e}", side.label()))
         }
     };
+    let mut statuses = delta::Statuses::default();
     let ns1 = pair.s1.namespaces().await.map_err(side_err(Side::Host1))?;
-    let list1 = pair.s1.list().await.map_err(side_err(Side::Host1))?;
+    let list1 = if opts.state.is_some() {
+        let (l, s) = pair
+            .s1
+            .list_with_status()
+            .await
+            .map_err(side_err(Side::Host1))?;
+        statuses.one = s;
+        l
+    } else {
+        pair.s1.list().await.map_err(side_err(Side::Host1))?
+    };
     let ns2 = pair.s2.namespaces().await.map_err(side_err(Side::Host2))?;
-    let list2 = pair.s2.list().await.map_err(side_err(Side::Host2))?;
+    let list2 = if opts.state.is_some() {
+        let (l, s) = pair
+            .s2
+            .list_with_status()
+            .await
+            .map_err(side_err(Side::Host2))?;
+        statuses.two = s;
+        l
+    } else {
+        pair.s2.list().await.map_err(side_err(Side::Host2))?
+    };
     let h1 = SideFacts::from_server(&ns1, list1, opts.sep1, opts.prefix1.clone());
     let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
     let map = map_folders(&h1, &h2, &opts.mapping)
         .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
-    Ok((map, h2))
+    Ok((map, h2, statuses))
 }
 
 /// "Already exists" answers to CREATE are success for us (another run, or a race, created it).
@@ -372,6 +400,8 @@ pub(crate) struct Ctx<'a> {
     /// Shared byte budget (in KiB permits) for bodies held in memory.
     pub(crate) budget: Semaphore,
     pub(crate) budget_kib: u32,
+    /// The account's saved sync state, when the run has one.
+    pub(crate) state: Option<delta::AccountState>,
 }
 
 impl Ctx<'_> {
@@ -465,7 +495,7 @@ async fn run_folder(
             break;
         };
         let mut attempt_errors = Vec::new();
-        match folder::sync_folder(ctx, p, pair, &mut rep, &mut attempt_errors).await {
+        match pass::sync_folder(ctx, p, job, &mut rep, &mut attempt_errors).await {
             Ok(()) => {
                 errors = attempt_errors;
                 break;
@@ -540,7 +570,15 @@ pub async fn sync_account(
         dry_run: opts.dry_run,
         ..AccountReport::default()
     };
+    let (before1, before2) = (
+        imapfleet_imap::stats::commands(ep1),
+        imapfleet_imap::stats::commands(ep2),
+    );
     run_account(ep1, ep2, opts, progress.as_ref(), &mut report).await;
+    report.commands1 =
+        imapfleet_imap::stats::since(&before1, &imapfleet_imap::stats::commands(ep1));
+    report.commands2 =
+        imapfleet_imap::stats::since(&before2, &imapfleet_imap::stats::commands(ep2));
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.finish_totals();
     info!(verdict = %report.verdict(), "account done");
@@ -566,7 +604,7 @@ async fn run_account(
         pair.logout().await;
         return;
     }
-    let (map, _h2) = match map_account(&mut pair, opts).await {
+    let (map, _h2, statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             report.errors.push(e);
@@ -591,7 +629,21 @@ async fn run_account(
         return;
     }
     let budget_kib = budget_kib(opts);
-    let jobs = largest_first(first.as_mut(), &map).await;
+    let state = match delta::AccountState::open(opts, ep1, ep2).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(e);
+            if let Some(p) = first {
+                p.logout().await;
+            }
+            return;
+        }
+    };
+    // With saved state, folders unchanged since the last pass are done already (no SELECT).
+    let (jobs, unchanged) = match &state {
+        Some(st) => delta::plan_jobs(st, first.as_mut(), &map, &statuses, opts, progress).await,
+        None => (largest_first(first.as_mut(), &map).await, Vec::new()),
+    };
     let n_jobs = jobs.len();
     let ctx = Ctx {
         ep1,
@@ -603,17 +655,20 @@ async fn run_account(
         created: creates.created,
         budget: Semaphore::new(budget_kib as usize),
         budget_kib,
+        state,
     };
     let n_workers = opts.connections.max(1).min(n_jobs.max(1));
     // All workers run concurrently in this task: the work is I/O-bound (the servers do the heavy
     // lifting), and borrowing the context avoids 'static requirements on sessions.
     let workers =
         (0..n_workers).map(|i| worker(&ctx, if i == 0 { first.take() } else { None }, i == 0));
-    let results: Vec<(usize, FolderReport, Vec<SyncError>)> = futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut results: Vec<(usize, FolderReport, Vec<SyncError>)> =
+        futures::future::join_all(workers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    results.extend(unchanged);
     collect_results(report, &map, results);
 }
 

@@ -190,6 +190,10 @@ pub struct FolderReport {
     pub errors: u64,
     /// Reconnections needed for this folder.
     pub reconnects: u32,
+    /// Skipped by the fast path: both sides' STATUS were as the last pass left them (no SELECT).
+    pub unchanged: bool,
+    /// At least one side was read from the saved state plus what changed since (not in full).
+    pub delta_read: bool,
     /// Times a server refused with "slow down" (throttling) and the folder paused before going on.
     pub throttled: u64,
     pub elapsed_secs: f64,
@@ -269,6 +273,10 @@ pub struct AccountReport {
     pub dry_run: bool,
     /// host2 folders (raw names) created by this run (in a dry run: that would be created).
     pub created_folders: Vec<String>,
+    /// IMAP commands sent to host1 / host2 during the run, by name (all sessions of these logins
+    /// in this process).
+    pub commands1: std::collections::BTreeMap<String, u64>,
+    pub commands2: std::collections::BTreeMap<String, u64>,
 }
 
 impl AccountReport {

@@ -99,7 +99,7 @@ pub async fn verify_account(
     let mut pair = connect_pair(ep1, ep2)
         .await
         .map_err(|mut errs| VerifyError::Login(errs.remove(0)))?;
-    let (map, _) = match map_account(&mut pair, opts).await {
+    let (map, _, _) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             pair.logout().await;

@@ -100,7 +100,7 @@ pub async fn prepare_account(
         pair.logout().await;
         return Ok(Prepared::default());
     }
-    let (map, _h2) = match map_account(&mut pair, opts).await {
+    let (map, _h2, _statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             pair.logout().await;
@@ -178,6 +178,7 @@ pub async fn sync_folder_slice(
         },
         budget: Semaphore::new(kib as usize),
         budget_kib: kib,
+        state: super::delta::AccountState::for_slice(opts, ep1, ep2),
     };
     let job = Job {
         index: 0,

@@ -1,7 +1,8 @@
-//! One folder pair: read both sides, plan, execute.
+//! One folder pair: the steps of a pass (reading a side, replacing flags, copying messages); the
+//! pass itself is [`super::pass::sync_folder`].
 //!
 //! Errors come in two kinds ([`Fail`]): a lost connection (the caller reconnects and calls
-//! [`sync_folder`] again, which re-plans from fresh metadata), and a folder-level refusal (recorded,
+//! `sync_folder` again, which re-plans from fresh metadata), and a folder-level refusal (recorded,
 //! the account goes on). Message-level problems (one APPEND refused, flags refused, quota) are pushed
 //! to `errs` and the folder goes on.
 
@@ -10,13 +11,13 @@ use std::ops::Range;
 
 use imapfleet_imap::{AppendRequest, ImapError, MessageMeta, SelectInfo, Session, StoreMode};
 use tokio::sync::SemaphorePermit;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::batch::{batches, flag_fallbacks, group_by_flags, removed_flags, uid_set};
+use super::batch::{batches, flag_fallbacks, group_by_flags, removed_flags};
 use super::{Ctx, Pair, Side};
 use crate::identity::{key_from_fields, key_from_full_header, IdentityConfig, IdentityKey, Keyed};
 use crate::mapping::FolderPair;
-use crate::plan::{plan_folder, CopyAction, FlagAction, FolderSide, MsgInfo, SkipReason};
+use crate::plan::{CopyAction, FlagAction, FolderSide, MsgInfo};
 use crate::report::{ErrorClass, FolderReport, SyncError};
 
 /// Why a folder attempt stopped early.
@@ -63,7 +64,7 @@ pub(crate) fn fail(
 
 /// PERMANENTFLAGS to assume for a host2 folder that does not exist yet (dry run): what Dovecot,
 /// Cyrus and most servers offer on a fresh mailbox.
-fn assumed_new_folder_side() -> FolderSide {
+pub(crate) fn assumed_new_folder_side() -> FolderSide {
     let flags: Vec<String> = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
         .iter()
         .map(|s| s.to_string())
@@ -78,130 +79,8 @@ fn assumed_new_folder_side() -> FolderSide {
     }
 }
 
-/// One attempt at syncing a folder pair. Counters that describe actions taken (transferred, bytes,
-/// flags updated, vanished) accumulate across attempts; counters describing the state are
-/// overwritten by the latest attempt.
-pub(crate) async fn sync_folder(
-    ctx: &Ctx<'_>,
-    p: &mut Pair,
-    pair: &FolderPair,
-    rep: &mut FolderReport,
-    errs: &mut Vec<SyncError>,
-) -> Result<(), Fail> {
-    let opts = ctx.opts;
-    let name1 = pair.name1.as_str();
-    let carried = rep.transferred;
-
-    // Both sides are read at once (two sessions). host1 is only ever EXAMINEd: read-only, no
-    // \Recent or \Seen changes. In a dry run host2 is EXAMINEd too, and a folder still to be
-    // created has no host2 side yet.
-    let Pair { s1, s2 } = &mut *p;
-    let read1 = async {
-        let info = s1.select(&pair.raw1, true).await.map_err(fail(
-            Side::Host1,
-            ErrorClass::Select,
-            name1,
-            "EXAMINE",
-        ))?;
-        let msgs = read_side(s1, Side::Host1, info.exists, &opts.identity, name1).await?;
-        Ok::<_, Fail>((info, msgs))
-    };
-    let read2 = async {
-        if opts.dry_run && pair.create {
-            return Ok::<_, Fail>(None);
-        }
-        let what = if opts.dry_run { "EXAMINE" } else { "SELECT" };
-        let info = s2.select(&pair.raw2, opts.dry_run).await.map_err(fail(
-            Side::Host2,
-            ErrorClass::Select,
-            name1,
-            what,
-        ))?;
-        let msgs = read_side(s2, Side::Host2, info.exists, &opts.identity, name1).await?;
-        Ok(Some((info, msgs)))
-    };
-    let (r1, r2) = tokio::join!(read1, read2);
-    let (info1, msgs1) = r1?;
-    rep.host1_messages = u64::from(info1.exists);
-    // Pessimistic until the plan says otherwise: if host2 failed, these are unaccounted for.
-    rep.missing_on_host2 = u64::from(info1.exists);
-    let side2 = match r2? {
-        Some((info2, msgs2)) => {
-            if rep.reconnects == 0 {
-                rep.host2_messages = u64::from(info2.exists);
-            }
-            host2_side(&info2, msgs2)
-        }
-        None => assumed_new_folder_side(),
-    };
-    let side1 = folder_side(&info1, msgs1);
-    let plan = plan_folder(&side1, &side2, &opts.plan);
-    rep.host1_messages = side1.messages.len() as u64;
-    rep.duplicates_host1 = duplicates(&side1.messages);
-    rep.skipped = (plan.matched.len() as u64).saturating_sub(carried);
-    let deleted = plan
-        .skipped
-        .iter()
-        .filter(|k| k.reason == SkipReason::DeletedOnHost1)
-        .count();
-    rep.skipped_deleted = deleted as u64;
-    rep.skipped_filters = (plan.skipped.len() - deleted) as u64;
-    rep.only_on_host2 = plan.only_on_host2 as u64;
-    let to_copy_bytes: u64 = plan.copies.iter().map(|c| u64::from(c.size)).sum();
-    ctx.progress
-        .folder_planned(name1, plan.copies.len(), to_copy_bytes);
-    debug!(
-        folder = name1,
-        copies = plan.copies.len(),
-        flag_updates = plan.flag_updates.len(),
-        matched = plan.matched.len(),
-        "planned"
-    );
-
-    if opts.dry_run {
-        // Count what would be done; write nothing.
-        rep.transferred = plan.copies.len() as u64;
-        rep.bytes = to_copy_bytes;
-        rep.flags_updated = plan.flag_updates.len() as u64;
-        rep.flags_dropped = plan
-            .copies
-            .iter()
-            .filter(|c| !c.dropped_flags.is_empty())
-            .count() as u64;
-        rep.missing_on_host2 = plan.copies.len() as u64;
-        for c in &plan.copies {
-            ctx.progress
-                .message_copied(name1, c.uid1, u64::from(c.size));
-        }
-        rep.synced = true;
-        return Ok(());
-    }
-
-    update_flags(&mut p.s2, name1, &plan.flag_updates, rep, errs).await?;
-    let errors_before = message_errors(errs);
-    let copies = super::api::slice_copies(opts, &plan.copies);
-    let (appended, vanished) = copy_messages(ctx, p, pair, copies, rep, errs).await?;
-    rep.vanished_host1 += vanished;
-    let missing = (copies.len() as u64).saturating_sub(appended + vanished);
-    rep.missing_on_host2 = missing + (plan.copies.len() - copies.len()) as u64;
-    let explained = (message_errors(errs) - errors_before) as u64;
-    if missing > explained {
-        errs.push(SyncError::folder(
-            ErrorClass::Incomplete,
-            name1,
-            format!(
-                "{} host1 messages not on host2 with no error to explain it",
-                missing - explained
-            ),
-        ));
-    }
-    rep.synced = true;
-    info!(folder = name1, to = %pair.name2, transferred = appended, vanished, missing, "folder synced");
-    Ok(())
-}
-
 /// Errors that account for one message not being on host2.
-fn message_errors(errs: &[SyncError]) -> usize {
+pub(crate) fn message_errors(errs: &[SyncError]) -> usize {
     errs.iter()
         .filter(|e| {
             e.uid.is_some()
@@ -214,7 +93,7 @@ fn message_errors(errs: &[SyncError]) -> usize {
 }
 
 /// Extra copies of an identity already present in the same folder.
-fn duplicates(msgs: &[MsgInfo]) -> u64 {
+pub(crate) fn duplicates(msgs: &[MsgInfo]) -> u64 {
     let mut seen: HashMap<&IdentityKey, u64> = HashMap::new();
     for m in msgs {
         *seen.entry(&m.key).or_default() += 1;
@@ -224,7 +103,7 @@ fn duplicates(msgs: &[MsgInfo]) -> u64 {
 
 /// host2's side. An EXAMINEd (read-only) mailbox reports `PERMANENTFLAGS ()` on Dovecot and others,
 /// which says nothing about what a write would keep: assume the usual set then (dry runs only).
-fn host2_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
+pub(crate) fn host2_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
     let mut side = folder_side(info, messages);
     if info.read_only && side.permanent_flags.as_ref().is_some_and(Vec::is_empty) {
         side.permanent_flags = assumed_new_folder_side().permanent_flags;
@@ -232,7 +111,7 @@ fn host2_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
     side
 }
 
-fn folder_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
+pub(crate) fn folder_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
     FolderSide {
         uidvalidity: info.uidvalidity,
         permanent_flags: info.permanent_flags.clone(),
@@ -244,7 +123,7 @@ fn folder_side(info: &SelectInfo, messages: Vec<MsgInfo>) -> FolderSide {
 /// Metadata and identity keys of every message of the selected folder. Messages without any
 /// identity header get a second FETCH of their whole header block. A message that vanished between
 /// the two FETCHes is left out.
-async fn read_side(
+pub(crate) async fn read_side(
     s: &mut Session,
     side: Side,
     exists: u32,
@@ -254,7 +133,18 @@ async fn read_side(
     if exists == 0 {
         return Ok(Vec::new());
     }
-    let metas = s.fetch_meta("1:*", &cfg.headers).await.map_err(fail(
+    read_meta(s, side, "1:*", cfg, folder).await
+}
+
+/// [`read_side`] for the messages of `uid_set` only (`*` meaning "no upper bound").
+pub(crate) async fn read_meta(
+    s: &mut Session,
+    side: Side,
+    uid_set: &str,
+    cfg: &IdentityConfig,
+    folder: &str,
+) -> Result<Vec<MsgInfo>, Fail> {
+    let metas = s.fetch_meta(uid_set, &cfg.headers).await.map_err(fail(
         side,
         ErrorClass::Fetch,
         folder,
@@ -273,12 +163,10 @@ async fn read_side(
     }
     let mut full: HashMap<u32, IdentityKey> = HashMap::new();
     for chunk in need_full.chunks(UIDS_PER_COMMAND) {
-        let headers = s.fetch_meta(&uid_set(chunk), &[]).await.map_err(fail(
-            side,
-            ErrorClass::Fetch,
-            folder,
-            "FETCH header",
-        ))?;
+        let headers = s
+            .fetch_meta(&super::uid_set(chunk), &[])
+            .await
+            .map_err(fail(side, ErrorClass::Fetch, folder, "FETCH header"))?;
         full.extend(
             headers
                 .iter()
@@ -307,7 +195,7 @@ fn msg_info(m: MessageMeta, key: IdentityKey) -> MsgInfo {
 
 /// Replace host2 flags, one `UID STORE` per distinct flag set. A refused set is retried with the
 /// fall-back sets (fewer flags); whatever happens is reported as a Flags error, never fatal.
-async fn update_flags(
+pub(crate) async fn update_flags(
     s2: &mut Session,
     folder: &str,
     updates: &[FlagAction],
@@ -372,7 +260,7 @@ struct Fetched<'a> {
 
 /// Copy the planned messages: host1 FETCH of batch n+1 runs while batch n is APPENDed to host2.
 /// Returns (appended, vanished).
-async fn copy_messages(
+pub(crate) async fn copy_messages(
     ctx: &Ctx<'_>,
     p: &mut Pair,
     pair: &FolderPair,
