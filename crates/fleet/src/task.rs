@@ -414,10 +414,7 @@ impl FolderTask {
             &e2.user,
             &self.folder.raw2,
         ]);
-        (
-            format!("pair:{pair}"),
-            format!("folder2:{folder2}"),
-        )
+        (format!("pair:{pair}"), format!("folder2:{folder2}"))
     }
 }
 

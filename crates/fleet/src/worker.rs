@@ -234,10 +234,14 @@ impl Worker {
         let gauges = tokio::spawn(async move {
             loop {
                 if let Ok(d) = me.queue.depth().await {
-                    me.metrics.queue_depth.set(i64::try_from(d).unwrap_or(i64::MAX));
+                    me.metrics
+                        .queue_depth
+                        .set(i64::try_from(d).unwrap_or(i64::MAX));
                 }
                 if let Ok(d) = me.queue.dead_letters().await {
-                    me.metrics.dead_letters.set(i64::try_from(d).unwrap_or(i64::MAX));
+                    me.metrics
+                        .dead_letters
+                        .set(i64::try_from(d).unwrap_or(i64::MAX));
                 }
                 tokio::select! {
                     _ = gauge_stop.cancelled() => break,
