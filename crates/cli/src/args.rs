@@ -164,6 +164,15 @@ pub struct PairArgs {
     /// Parallel connections per side (folders synced at once; default 4).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Login attempts after the first when a server turns the connection away for now (busy
+    /// greeting, BYE, NO [LIMIT], throttling): waits of 1 s, 2 s, 4 s... or the server's own
+    /// backoff hint (default 3; 0 gives up at once).
+    #[arg(long = "connect-retries", value_name = "N")]
+    pub connect_retries: Option<u32>,
+    /// Longest pause honoured when a server asks to slow down or names a backoff, in seconds
+    /// (default 900).
+    #[arg(long = "max-backoff", value_name = "SECS")]
+    pub max_backoff: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -41,6 +41,17 @@ fn pair_options(settings: &Settings, pair: &PairArgs) -> Result<(Endpoint, Endpo
         }
         opts.connections = n;
     }
+    if let Some(n) = pair
+        .connect_retries
+        .map(u64::from)
+        .or(settings.number("connect_retries")?)
+    {
+        opts.connect_retries = u32::try_from(n)
+            .map_err(|_| UsageError(format!("--connect-retries {n} is too large")))?;
+    }
+    if let Some(secs) = pair.max_backoff.or(settings.number("max_backoff")?) {
+        opts.max_backoff = std::time::Duration::from_secs(secs);
+    }
     Ok((ep1, ep2, opts))
 }
 
