@@ -138,8 +138,8 @@ pub struct Config {
     /// left out of listings, and a body FETCH of one gets `hidden_reply`.
     pub hidden_until_utf8: Vec<u32>,
     pub hidden_reply: Vec<u8>,
-    /// A command whose UID set names more than this many messages gets `bye_reply` and the
-    /// connection is closed.
+    /// A bulk command (UID STORE / COPY / MOVE / EXPUNGE) whose UID set names more than this many
+    /// messages of the selected folder gets `bye_reply` and the connection is closed.
     pub max_uids_per_command: Option<usize>,
     pub bye_reply: Vec<u8>,
     /// Close the connection (once) right after answering the n-th command with this verb
@@ -1081,17 +1081,26 @@ fn answer(
     *s.verb_counts.entry(verb.clone()).or_default() += 1;
     let count = s.verb_counts[&verb];
 
-    // Quirk: too many UIDs in one command.
+    // Quirk: a bulk command (STORE, COPY, MOVE, EXPUNGE) naming too many messages. Listings
+    // (FETCH, SEARCH) are not bulk commands: `UID FETCH 1:*` is what every client sends.
     if let Some(max) = s.cfg.max_uids_per_command {
-        let toks = tokens(command);
-        if verb.starts_with("UID ") && verb != "UID SEARCH" {
-            let set = toks
-                .get(2)
-                .and_then(Tok::string)
-                .and_then(|t| Set::parse(&t));
-            if set.is_some_and(|set| set.size() > max as u64) {
-                return (s.cfg.bye_reply.clone(), true);
+        let bulk = matches!(
+            verb.as_str(),
+            "UID STORE" | "UID COPY" | "UID MOVE" | "UID EXPUNGE"
+        );
+        let set = tokens(command)
+            .get(2)
+            .and_then(Tok::string)
+            .and_then(|t| Set::parse(&t));
+        let named = match (&set, st.selected.as_deref().and_then(|n| find_folder(s, n))) {
+            (Some(set), Some(f)) => {
+                let uids: Vec<u32> = f.messages.iter().map(|m| m.uid).collect();
+                set.select(&uids).len()
             }
+            _ => 0,
+        };
+        if bulk && named > max {
+            return (s.cfg.bye_reply.clone(), true);
         }
     }
     // Quirk: throttled APPEND.

@@ -1589,6 +1589,39 @@ impl Session {
         Ok(out)
     }
 
+    /// `UID MOVE <uids> <raw_name>` (RFC 6851) on the selected mailbox. Needs MOVE: without it the
+    /// caller decides how to emulate it (COPY, `\Deleted`, UID EXPUNGE) and what to do if that is
+    /// interrupted. An empty `uids` does nothing.
+    pub async fn uid_move(&mut self, uids: &[u32], raw_name: &str) -> Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        if !self.caps.has("MOVE") {
+            return Err(ImapError::Invalid(
+                "UID MOVE without the MOVE capability".into(),
+            ));
+        }
+        let parts = [
+            text(format!("UID MOVE {} ", wire::uid_set(uids))),
+            wire::mailbox_arg(raw_name)?,
+        ];
+        self.exec("UID MOVE", &parts, ignore).await?;
+        Ok(())
+    }
+
+    /// `UID COPY <uids> <raw_name>` on the selected mailbox. An empty `uids` does nothing.
+    pub async fn uid_copy(&mut self, uids: &[u32], raw_name: &str) -> Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let parts = [
+            text(format!("UID COPY {} ", wire::uid_set(uids))),
+            wire::mailbox_arg(raw_name)?,
+        ];
+        self.exec("UID COPY", &parts, ignore).await?;
+        Ok(())
+    }
+
     /// Expunge `\Deleted` messages: `UID EXPUNGE <uids>` with UIDPLUS, else `EXPUNGE`.
     /// An empty `uids` does nothing.
     pub async fn expunge(&mut self, uids: &[u32]) -> Result<()> {
@@ -1652,6 +1685,8 @@ mod tests {
         is_send(&s.uid_store(&[], StoreMode::Add, &[]));
         is_send(&s.uid_search("ALL"));
         is_send(&s.expunge(&[]));
+        is_send(&s.uid_move(&[], "x"));
+        is_send(&s.uid_copy(&[], "x"));
         is_send(&s.noop());
     }
 
