@@ -204,6 +204,22 @@ pub struct SyncArgs {
     /// Do not bring host2's flags back to host1's on messages already there.
     #[arg(long)]
     pub noresyncflags: bool,
+    /// Delete from host2 the messages host1 no longer has (only inside the --maxage / --minage /
+    /// --maxsize window), with UID EXPUNGE of exactly those. Guarded: a host1 folder listing no
+    /// message, or a pass deleting more than --delete2-max-percent of a host2 folder, deletes
+    /// nothing there unless --force-delete. With --dry, shows what would be deleted.
+    #[arg(long)]
+    pub delete2: bool,
+    /// Carry out --delete2 even when its safety guard refuses.
+    #[arg(long = "force-delete", requires = "delete2")]
+    pub force_delete: bool,
+    /// Most of a host2 folder one pass of --delete2 may delete, in percent (default 50).
+    #[arg(long = "delete2-max-percent", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub delete2_max_percent: Option<u32>,
+    /// Copy host1's \All folder (Gmail's "All Mail") in full. By default it is synced after the
+    /// other folders and only its messages that no other host1 folder holds are copied.
+    #[arg(long = "copy-all-folder")]
+    pub copy_all_folder: bool,
     /// Directory of the saved sync state (one file per account pair; default $IMAPFLEET_STATE_DIR,
     /// else ~/.local/state/imapfleet). With it, a re-run skips unchanged folders and reads only
     /// what changed.

@@ -100,6 +100,12 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
     opts.just_folders = a.justfolders;
     opts.plan.resync_flags = !a.noresyncflags;
     opts.plan.copy_deleted = a.copydeleted;
+    opts.plan.delete2 = a.delete2;
+    opts.force_delete = a.force_delete;
+    if let Some(p) = a.delete2_max_percent {
+        opts.delete2_max_percent = p;
+    }
+    opts.copy_all_folder = a.copy_all_folder;
     opts.plan.max_size = a.maxsize;
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;
     opts.plan.not_after = a.minage.map(days_ago).transpose()?;

@@ -17,11 +17,15 @@
 //!   alone), and a shared byte budget ([`SyncOptions::in_flight_bytes`]) caps the bodies held by all
 //!   workers together.
 
+mod allmail;
 mod api;
 mod batch;
+mod deletions;
 mod delta;
 mod folder;
 mod pass;
+mod refine;
+mod refused;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -84,6 +88,14 @@ pub struct SyncOptions {
     /// Saved sync state (`None`: every folder is read in full, nothing is saved). See
     /// [`crate::state`].
     pub state: Option<crate::state::StateHandle>,
+    /// `--force-delete`: carry out `--delete2` even when its safety guard refuses
+    /// ([`crate::plan::delete2_guard`]: host1 folder empty, too large a share of host2's folder).
+    pub force_delete: bool,
+    /// `--delete2-max-percent`: the share of a host2 folder one pass may delete (default 50).
+    pub delete2_max_percent: u32,
+    /// `--copy-all-folder`: copy host1's `\All` folder (Gmail's All Mail) in full. By default it
+    /// is synced after the other folders and contributes only the messages none of them holds.
+    pub copy_all_folder: bool,
 }
 
 impl Default for SyncOptions {
@@ -109,6 +121,9 @@ impl Default for SyncOptions {
             max_backoff: std::time::Duration::from_secs(15 * 60),
             slice: None,
             state: None,
+            force_delete: false,
+            delete2_max_percent: crate::plan::DEFAULT_DELETE2_MAX_PERCENT,
+            copy_all_folder: false,
         }
     }
 }
@@ -402,6 +417,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) budget_kib: u32,
     /// The account's saved sync state, when the run has one.
     pub(crate) state: Option<delta::AccountState>,
+    /// host1's `\All` folder, when the account has one and it is deduplicated.
+    pub(crate) allmail: Option<allmail::AllFolder>,
+    /// New sessions log in one at a time (see [`worker`]).
+    pub(crate) logins: tokio::sync::Mutex<()>,
+    /// An extra worker could not log in: no further one tries in this run.
+    pub(crate) pool_full: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx<'_> {
@@ -423,11 +444,25 @@ type Done = Vec<(usize, FolderReport, Vec<SyncError>)>;
 /// cannot log in at all gives its folder back and stops (e.g. the server's per-user connection
 /// limit): the others do the work.
 async fn worker(ctx: &Ctx<'_>, mut sessions: Option<Pair>, primary: bool) -> Done {
+    use std::sync::atomic::Ordering;
     let mut done = Vec::new();
     let mut ever_connected = sessions.is_some();
     while let Some(job) = ctx.next_job() {
         if sessions.is_none() {
-            match connect_pair(ctx.ep1, ctx.ep2).await {
+            if !primary && !ever_connected && ctx.pool_full.load(Ordering::SeqCst) {
+                ctx.give_back(job);
+                return done;
+            }
+            // One login at a time: a server limiting connections per user then counts the ones
+            // already open (Dovecot checks mail_max_userip_connections racily: parallel logins
+            // all get in), and after the first refusal no other extra worker tries.
+            let gate = ctx.logins.lock().await;
+            let connected = connect_pair(ctx.ep1, ctx.ep2).await;
+            if connected.is_err() && !primary && !ever_connected {
+                ctx.pool_full.store(true, Ordering::SeqCst);
+            }
+            drop(gate);
+            match connected {
                 Ok(p) => {
                     sessions = Some(p);
                     ever_connected = true;
@@ -644,6 +679,11 @@ async fn run_account(
         Some(st) => delta::plan_jobs(st, first.as_mut(), &map, &statuses, opts, progress).await,
         None => (largest_first(first.as_mut(), &map).await, Vec::new()),
     };
+    let allmail = allmail::AllFolder::for_pairs(&map.pairs, opts);
+    // host1's \All folder goes after every other folder (see `allmail`).
+    let (later, jobs): (VecDeque<Job>, VecDeque<Job>) = jobs
+        .into_iter()
+        .partition(|j| allmail.is_some() && allmail::is_all(&j.pair));
     let n_jobs = jobs.len();
     let ctx = Ctx {
         ep1,
@@ -656,6 +696,9 @@ async fn run_account(
         budget: Semaphore::new(budget_kib as usize),
         budget_kib,
         state,
+        allmail,
+        logins: tokio::sync::Mutex::new(()),
+        pool_full: std::sync::atomic::AtomicBool::new(false),
     };
     let n_workers = opts.connections.max(1).min(n_jobs.max(1));
     // All workers run concurrently in this task: the work is I/O-bound (the servers do the heavy
@@ -668,6 +711,21 @@ async fn run_account(
             .into_iter()
             .flatten()
             .collect();
+    if !later.is_empty() {
+        let n = later.len().min(opts.connections.max(1));
+        if let Ok(mut q) = ctx.queue.lock() {
+            q.extend(later);
+        }
+        ctx.pool_full
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let workers = (0..n).map(|i| worker(&ctx, first.take(), i == 0));
+        results.extend(
+            futures::future::join_all(workers)
+                .await
+                .into_iter()
+                .flatten(),
+        );
+    }
     results.extend(unchanged);
     collect_results(report, &map, results);
 }

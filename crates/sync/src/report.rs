@@ -24,6 +24,8 @@ pub enum ErrorClass {
     Quota,
     /// Messages identified on host1 but not on host2 at the end, with no other error explaining it.
     Incomplete,
+    /// `--delete2` deleted nothing in a folder: its safety guard refused, or host2 did.
+    Delete,
 }
 
 impl ErrorClass {
@@ -42,6 +44,7 @@ impl ErrorClass {
             ErrorClass::Flags => 24,
             ErrorClass::Quota => 25,
             ErrorClass::Incomplete => 30,
+            ErrorClass::Delete => 26,
         }
     }
 
@@ -55,7 +58,8 @@ impl ErrorClass {
     /// 4. `Create`, `Select` (whole folders not synced),
     /// 5. `Fetch`, `Append` (single messages not copied),
     /// 6. `Flags` (the message is there, some flags are not),
-    /// 7. `Incomplete` (messages missing with no error to explain it).
+    /// 7. `Incomplete` (messages missing with no error to explain it),
+    /// 8. `Delete` (host1's mail is all there; host2 kept messages `--delete2` meant to remove).
     pub fn precedence(self) -> u8 {
         match self {
             ErrorClass::Usage => 0,
@@ -70,6 +74,7 @@ impl ErrorClass {
             ErrorClass::Append => 9,
             ErrorClass::Flags => 10,
             ErrorClass::Incomplete => 11,
+            ErrorClass::Delete => 12,
         }
     }
 
@@ -88,6 +93,7 @@ impl ErrorClass {
             ErrorClass::Flags => "flags",
             ErrorClass::Quota => "quota",
             ErrorClass::Incomplete => "incomplete",
+            ErrorClass::Delete => "delete",
         }
     }
 }
@@ -174,6 +180,11 @@ pub struct FolderReport {
     pub skipped_filters: u64,
     /// host1 messages flagged `\Deleted` (deleted, not yet expunged there): left out by default.
     pub skipped_deleted: u64,
+    /// Messages of host1's `\All` folder (Gmail's All Mail) left out because another host1 folder
+    /// holds them (and copies them).
+    pub skipped_elsewhere: u64,
+    /// host2 messages deleted by `--delete2` (in a dry run: that would be).
+    pub deleted2: u64,
     /// host2 messages whose flags were replaced by host1's.
     pub flags_updated: u64,
     /// Extra copies on host1 of a message already seen in the folder (same identity).
@@ -213,6 +224,8 @@ pub struct Totals {
     pub skipped: u64,
     pub skipped_filters: u64,
     pub skipped_deleted: u64,
+    pub skipped_elsewhere: u64,
+    pub deleted2: u64,
     pub flags_updated: u64,
     pub duplicates_host1: u64,
     pub vanished_host1: u64,
@@ -242,6 +255,8 @@ impl Totals {
             t.skipped += f.skipped;
             t.skipped_filters += f.skipped_filters;
             t.skipped_deleted += f.skipped_deleted;
+            t.skipped_elsewhere += f.skipped_elsewhere;
+            t.deleted2 += f.deleted2;
             t.flags_updated += f.flags_updated;
             t.duplicates_host1 += f.duplicates_host1;
             t.vanished_host1 += f.vanished_host1;
@@ -442,11 +457,25 @@ impl fmt::Display for AccountReport {
             "Messages \\Deleted on host1 left out     : {}",
             t.skipped_deleted
         )?;
+        if t.skipped_elsewhere > 0 {
+            writeln!(
+                f,
+                "Messages of \\All held by other folders : {}",
+                t.skipped_elsewhere
+            )?;
+        }
         writeln!(
             f,
             "Messages found duplicate on host1       : {}",
             t.duplicates_host1
         )?;
+        if t.deleted2 > 0 {
+            writeln!(
+                f,
+                "Messages deleted on host2 (--delete2)   : {}",
+                t.deleted2
+            )?;
+        }
         writeln!(
             f,
             "Messages vanished on host1              : {}",
@@ -591,6 +620,9 @@ mod tests {
             (&[ConnectHost2, AuthHost1], 10),
             (&[AuthHost2, AuthHost1], 10),
             (&[Flags], 24),
+            (&[Delete], 26),
+            (&[Delete, Flags], 24),
+            (&[Delete, Incomplete], 30),
             (&[Incomplete, Flags], 24),
             (&[Usage, AuthHost1], 2),
         ];
@@ -616,6 +648,7 @@ mod tests {
             Flags,
             Quota,
             Incomplete,
+            Delete,
         ];
         let mut p: Vec<u8> = all.iter().map(|c| c.precedence()).collect();
         p.sort();

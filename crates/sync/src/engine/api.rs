@@ -179,6 +179,10 @@ pub async fn sync_folder_slice(
         budget: Semaphore::new(kib as usize),
         budget_kib: kib,
         state: super::delta::AccountState::for_slice(opts, ep1, ep2),
+        // A slice knows only its pair: for host1's \All folder the pass maps the account again.
+        allmail: None,
+        logins: tokio::sync::Mutex::new(()),
+        pool_full: std::sync::atomic::AtomicBool::new(false),
     };
     let job = Job {
         index: 0,

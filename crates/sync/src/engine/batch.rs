@@ -131,6 +131,38 @@ pub fn flag_fallbacks(flags: &[String]) -> Vec<Vec<String>> {
     out
 }
 
+/// When host2 refuses an APPEND and the refusal may be about its flags, the flag sets to APPEND
+/// with next, strictly smaller each time: the backslash flags without any keyword, then the five
+/// standard system flags, then none. Whatever a step leaves out is added back with `STORE
+/// +FLAGS` afterwards, flag by flag where needed ([`super::refused`]), so the message arrives
+/// with every flag host2 accepts and only the refused ones are lost (and reported).
+pub fn append_fallbacks(flags: &[String]) -> Vec<Vec<String>> {
+    let system: Vec<String> = flags
+        .iter()
+        .filter(|f| f.starts_with('\\'))
+        .cloned()
+        .collect();
+    let standard: Vec<String> = flags
+        .iter()
+        .filter(|f| is_standard_system_flag(f))
+        .cloned()
+        .collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut last_len = flags.len();
+    for step in [system, standard, Vec::new()] {
+        if step.len() < last_len {
+            last_len = step.len();
+            out.push(step);
+        }
+    }
+    out
+}
+
+/// Split a flag list into its backslash flags and its keywords, order kept.
+pub fn split_keywords(flags: &[String]) -> (Vec<String>, Vec<String>) {
+    flags.iter().cloned().partition(|f| f.starts_with('\\'))
+}
+
 /// Flags of `original` that are not in `kept` (case-insensitive), for the report.
 pub fn removed_flags(original: &[String], kept: &[String]) -> Vec<String> {
     original
@@ -215,6 +247,59 @@ mod tests {
         assert_eq!(flag_fallbacks(&s(&["\\Seen"])), vec![s(&[])]);
         assert_eq!(flag_fallbacks(&s(&[])), Vec::<Vec<String>>::new());
         assert_eq!(flag_fallbacks(&s(&["$a", "$b"])), vec![s(&[])]);
+    }
+
+    #[test]
+    fn append_fallbacks_drop_keywords_first_then_extensions_then_all() {
+        // BR-23: a keyword host2 refuses; the others come back by STORE after the APPEND.
+        let f = s(&[
+            "\\Seen",
+            "$X-ME-Annot-2",
+            "example.com",
+            "TEST:FLAG211",
+            "Long-keyword",
+        ]);
+        assert_eq!(append_fallbacks(&f), vec![s(&["\\Seen"]), s(&[])]);
+        // A non-standard backslash flag host2 lists but then refuses, plus keywords.
+        let f = s(&["\\Answered", "\\X-EON-HAS-ATTACHMENT", "$Label1", "\\Seen"]);
+        assert_eq!(
+            append_fallbacks(&f),
+            vec![
+                s(&["\\Answered", "\\X-EON-HAS-ATTACHMENT", "\\Seen"]),
+                s(&["\\Answered", "\\Seen"]),
+                s(&[])
+            ]
+        );
+        // Keywords only: straight to none; nothing at all: no fall-back.
+        assert_eq!(append_fallbacks(&s(&["$a", "$b"])), vec![s(&[])]);
+        assert_eq!(append_fallbacks(&s(&[])), Vec::<Vec<String>>::new());
+        // Only standard flags: one step, none.
+        assert_eq!(append_fallbacks(&s(&["\\Seen", "\\Flagged"])), vec![s(&[])]);
+    }
+
+    proptest! {
+        #[test]
+        fn append_fallbacks_shrink_and_keep_order(
+            flags in proptest::collection::vec(
+                proptest::sample::select(vec!["\\Seen", "\\Draft", "\\Indexed", "$a", "kw", "\\Flagged", "x.y"]),
+                0..8,
+            )
+        ) {
+            let flags: Vec<String> = flags.into_iter().map(String::from).collect();
+            let steps = append_fallbacks(&flags);
+            let mut last = flags.len();
+            for step in &steps {
+                prop_assert!(step.len() < last);
+                last = step.len();
+                // A subsequence of the original, no keyword in it.
+                prop_assert!(step.iter().all(|f| f.starts_with('\\') && flags.contains(f)));
+            }
+            if !flags.is_empty() {
+                prop_assert_eq!(steps.last().unwrap(), &Vec::<String>::new());
+            }
+            let (sys, kw) = split_keywords(&flags);
+            prop_assert_eq!(sys.len() + kw.len(), flags.len());
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use imapfleet_imap::{AppendRequest, ImapError, MessageMeta, SelectInfo, Session,
 use tokio::sync::SemaphorePermit;
 use tracing::{debug, warn};
 
-use super::batch::{batches, flag_fallbacks, group_by_flags, removed_flags};
+use super::batch::{append_fallbacks, batches, group_by_flags, removed_flags};
 use super::{Ctx, Pair, Side};
 use crate::identity::{key_from_fields, key_from_full_header, IdentityConfig, IdentityKey, Keyed};
 use crate::mapping::FolderPair;
@@ -218,30 +218,20 @@ pub(crate) async fn update_flags(
                 }
                 Err(e) => e,
             };
-            let mut message = format!(
-                "host2 UID STORE {:?} on {} messages: {err}",
-                flags,
+            // Store what host2 takes of the set: the refused flags alone are lost, by name.
+            let refused = super::refused::replace_flags(s2, chunk, &flags)
+                .await
+                .map_err(|e| Fail::Connection {
+                    side: Side::Host2,
+                    err: e,
+                })?;
+            if refused.len() < flags.len() || flags.is_empty() {
+                rep.flags_updated += chunk.len() as u64;
+            }
+            let message = format!(
+                "host2 UID STORE {flags:?} on {} messages: {err}; stored without {refused:?}",
                 chunk.len()
             );
-            for fallback in flag_fallbacks(&flags) {
-                match s2.uid_store(chunk, StoreMode::Replace, &fallback).await {
-                    Ok(()) => {
-                        rep.flags_updated += chunk.len() as u64;
-                        message.push_str(&format!(
-                            "; stored without {:?}",
-                            removed_flags(&flags, &fallback)
-                        ));
-                        break;
-                    }
-                    Err(e) if reconnect_needed(&e) => {
-                        return Err(Fail::Connection {
-                            side: Side::Host2,
-                            err: e,
-                        })
-                    }
-                    Err(_) => {}
-                }
-            }
             warn!(folder, "{message}");
             errs.push(SyncError::folder(ErrorClass::Flags, folder, message));
         }
@@ -436,7 +426,18 @@ async fn append_batch(
     errs: &mut Vec<SyncError>,
 ) -> Result<u64, Fail> {
     let folder = pair.name1.as_str();
-    let items = &batch.items;
+    // A server announcing APPENDLIMIT (RFC 7889) gets nothing larger: it would be refused.
+    let limit = super::refused::appendlimit(s2.capabilities());
+    let mut items: Vec<&(usize, Vec<u8>)> = Vec::with_capacity(batch.items.len());
+    for item in &batch.items {
+        match limit {
+            Some(max) if item.1.len() as u64 > max => {
+                let why = format!("larger than host2's APPENDLIMIT={max}: not sent");
+                refused_message(folder, &copies[item.0], &item.1, &why, errs);
+            }
+            _ => items.push(item),
+        }
+    }
     if items.is_empty() {
         return Ok(0);
     }
@@ -448,7 +449,7 @@ async fn append_batch(
             .collect();
         match s2.append(&pair.raw2, &reqs).await {
             Ok(_) => {
-                for (i, body) in items {
+                for (i, body) in &items {
                     record_copied(ctx, folder, &copies[*i], body.len(), rep);
                 }
                 return Ok(items.len() as u64);
@@ -464,7 +465,7 @@ async fn append_batch(
         }
     }
     let mut n = 0;
-    for (i, body) in items {
+    for (i, body) in &items {
         let copy = &copies[*i];
         if append_one(s2, pair, copy, body, first_error.take(), errs).await? {
             record_copied(ctx, folder, copy, body.len(), rep);
@@ -523,21 +524,45 @@ async fn append_one(
         ));
         return Ok(false);
     }
-    for fallback in flag_fallbacks(&copy.flags) {
-        let removed = removed_flags(&copy.flags, &fallback);
+    if super::refused::is_size_refusal(&first) {
+        // The message itself is refused: no flag set can change that; it is not sent again.
+        return Ok(refused_message(
+            folder,
+            copy,
+            body,
+            &first.to_string(),
+            errs,
+        ));
+    }
+    for fallback in append_fallbacks(&copy.flags) {
         match s2
-            .append(&pair.raw2, &[request(copy, fallback, body)])
+            .append(&pair.raw2, &[request(copy, fallback.clone(), body)])
             .await
         {
-            Ok(_) => {
-                let msg = format!("copied without flags {removed:?}: host2 refused them: {first}");
-                warn!(folder, uid = copy.uid1, "{msg}");
-                errs.push(SyncError::message(
-                    ErrorClass::Flags,
-                    folder,
-                    copy.uid1,
-                    msg,
-                ));
+            Ok(uids) => {
+                // The rest goes on with STORE (host2 UID from APPENDUID): only what host2 really
+                // refuses is lost. Without UIDPLUS the next pass's flag resync tries again.
+                let removed = removed_flags(&copy.flags, &fallback);
+                let refused = match uids.first().copied().flatten() {
+                    Some(uid2) => super::refused::add_flags(s2, &[uid2], &removed)
+                        .await
+                        .map_err(|e| Fail::Connection {
+                            side: Side::Host2,
+                            err: e,
+                        })?,
+                    None => removed,
+                };
+                if !refused.is_empty() {
+                    let msg =
+                        format!("copied without flags {refused:?}: host2 refused them: {first}");
+                    warn!(folder, uid = copy.uid1, "{msg}");
+                    errs.push(SyncError::message(
+                        ErrorClass::Flags,
+                        folder,
+                        copy.uid1,
+                        msg,
+                    ));
+                }
                 return Ok(true);
             }
             Err(e) if reconnect_needed(&e) => {
@@ -558,14 +583,33 @@ async fn append_one(
             Err(_) => {}
         }
     }
-    warn!(folder, uid = copy.uid1, error = %first, "APPEND refused");
+    Ok(refused_message(
+        folder,
+        copy,
+        body,
+        &first.to_string(),
+        errs,
+    ))
+}
+
+/// Report a message host2 will not take: folder, host1 UID, size, Message-ID and the server's
+/// words. Returns `false` (the message is not on host2).
+fn refused_message(
+    folder: &str,
+    copy: &CopyAction,
+    body: &[u8],
+    why: &str,
+    errs: &mut Vec<SyncError>,
+) -> bool {
+    let id = crate::identity::message_id_of(body).unwrap_or_else(|| "no Message-ID".into());
+    warn!(folder, uid = copy.uid1, size = body.len(), message_id = %id, error = %why, "APPEND refused");
     errs.push(SyncError::message(
         ErrorClass::Append,
         folder,
         copy.uid1,
-        format!("host2 APPEND: {first}"),
+        format!("host2 APPEND of {id} ({} bytes): {why}", body.len()),
     ));
-    Ok(false)
+    false
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ async fn read_side_saved(
     folder: &str,
 ) -> Result<(Vec<MsgInfo>, Read), Fail> {
     if let Some((cached, since)) = saved {
-        if info.uidvalidity == Some(since.uidvalidity) && cached.uidvalidity == info.uidvalidity {
+        if true {
             let msgs =
                 delta::read_changes(s, side, &cached.messages, since, info.exists, cfg, folder)
                     .await?;
@@ -94,6 +94,8 @@ pub(crate) async fn sync_folder(
             }
         }
     }
+    // host1's \All folder plans with the keys of the other folders (read before it is selected).
+    let plan_opts = super::allmail::plan_options(ctx, p, job).await?;
     let saved: Option<MessageCache> = match (state, &ps.record) {
         (Some(st), Some(_)) => st.cache(&ps).await,
         _ => None,
@@ -154,17 +156,22 @@ pub(crate) async fn sync_folder(
         st.set_select2(&ps.key, info2);
     }
     let side1 = folder_side(&info1, msgs1);
-    let plan = plan_folder(&side1, &side2, &opts.plan);
+    if let Some(a) = &ctx.allmail {
+        a.record(pair, &side1);
+    }
+    // Keys that headers cannot pair are refined with body digests, for planning only.
+    let refined = super::refine::for_planning(&mut p.s1, &mut p.s2, &side1, &side2, name1).await?;
+    let (plan1, plan2) = refined.as_ref().map_or((&side1, &side2), |(a, b)| (a, b));
+    let plan = plan_folder(plan1, plan2, &plan_opts);
     rep.host1_messages = side1.messages.len() as u64;
     rep.duplicates_host1 = duplicates(&side1.messages);
     rep.skipped = (plan.matched.len() as u64).saturating_sub(carried);
-    let deleted = plan
-        .skipped
-        .iter()
-        .filter(|k| k.reason == SkipReason::DeletedOnHost1)
-        .count();
+    let count = |r: SkipReason| plan.skipped.iter().filter(|k| k.reason == r).count();
+    let deleted = count(SkipReason::DeletedOnHost1);
+    let elsewhere = count(SkipReason::InOtherFolder);
     rep.skipped_deleted = deleted as u64;
-    rep.skipped_filters = (plan.skipped.len() - deleted) as u64;
+    rep.skipped_elsewhere = elsewhere as u64;
+    rep.skipped_filters = (plan.skipped.len() - deleted - elsewhere) as u64;
     rep.only_on_host2 = plan.only_on_host2 as u64;
     let to_copy_bytes: u64 = plan.copies.iter().map(|c| u64::from(c.size)).sum();
     ctx.progress
@@ -193,6 +200,7 @@ pub(crate) async fn sync_folder(
             ctx.progress
                 .message_copied(name1, c.uid1, u64::from(c.size));
         }
+        super::deletions::delete2(&mut p.s2, &plan, (plan1, plan2), opts, name1, rep, errs).await?;
         rep.synced = true;
         return Ok(());
     }
@@ -215,8 +223,10 @@ pub(crate) async fn sync_folder(
             ),
         ));
     }
+    let deleted2 =
+        super::deletions::delete2(&mut p.s2, &plan, (plan1, plan2), opts, name1, rep, errs).await?;
     rep.synced = true;
-    info!(folder = name1, to = %pair.name2, transferred = appended, vanished, missing, "folder synced");
+    info!(folder = name1, to = %pair.name2, transferred = appended, vanished, missing, deleted2, "folder synced");
 
     // Save what this pass saw. host2 was written to: read back everything that changed since
     // its SELECT, after taking its STATUS (see `delta`).
@@ -228,7 +238,7 @@ pub(crate) async fn sync_folder(
             );
             return Ok(());
         };
-        let wrote2 = !plan.flag_updates.is_empty() || !copies.is_empty();
+        let wrote2 = !plan.flag_updates.is_empty() || !copies.is_empty() || deleted2 > 0;
         let (rec2, side2) = if wrote2 {
             let now = p.s2.delta_status(&pair.raw2).await.map_err(fail(
                 Side::Host2,
@@ -259,7 +269,7 @@ pub(crate) async fn sync_folder(
         } else {
             (sel2, side2)
         };
-        let replan = plan_folder(&side1, &side2, &opts.plan);
+        let replan = plan_folder(&side1, &side2, &plan_opts);
         let clean = replan.is_empty();
         let counts = delta::recorded_counts(&side1, &side2, &replan);
         let record = delta::record(st, pair, rec1, Some(rec2), clean, counts);
