@@ -458,6 +458,22 @@ impl Instance {
         out
     }
 
+    /// Everything `user`'s sessions sent since the last clear, literals included, as lossy text.
+    pub fn raw_input(&self, user: &str) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.rawlog_dir(user)) {
+            let mut files: Vec<PathBuf> = entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "in"))
+                .collect();
+            files.sort();
+            for f in files {
+                out.push_str(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
+            }
+        }
+        out
+    }
+
     /// How many commands of `user` start with `verb` (case-insensitive; `UID STORE` counts as STORE).
     pub fn count_commands(&self, user: &str, verb: &str) -> usize {
         self.commands(user)
