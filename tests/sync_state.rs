@@ -335,3 +335,135 @@ async fn lost_or_stale_state_falls_back_to_identity_without_duplicates() {
     assert!(again.folders.iter().all(|f| f.unchanged), "{again}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `doveadm mailbox update --uid-validity N` on one folder of host `host`.
+fn set_uidvalidity(lab: &imapfleet_tests::Lab, host: u8, user: &str, folder: &str, n: u32) {
+    let out = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(lab.conf(host))
+        .args(["mailbox", "update", "-u", user, "--uid-validity"])
+        .arg(n.to_string())
+        .arg(folder)
+        .output()
+        .expect("run doveadm");
+    assert!(
+        out.status.success(),
+        "doveadm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Recreate a host2 folder with the same messages in reverse order: every UID now names another
+/// message than in the old epoch (and the UIDVALIDITY is new).
+async fn recreate_reversed(ep: &Endpoint, raw: &str) {
+    let mut s = Session::connect(ep).await.unwrap();
+    s.select(raw, true).await.unwrap();
+    let metas = s.fetch_meta("1:*", &[]).await.unwrap();
+    let uids: Vec<u32> = metas.iter().map(|m| m.uid).collect();
+    let bodies = s.fetch_bodies(&uids).await.unwrap();
+    s.select("INBOX", true).await.unwrap();
+    s.delete(raw).await.unwrap();
+    s.create(raw).await.unwrap();
+    for (m, (_, body)) in metas.iter().zip(&bodies).rev() {
+        let flags: Vec<String> = m
+            .flags
+            .iter()
+            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+            .cloned()
+            .collect();
+        s.append(
+            raw,
+            &[imapfleet_imap::AppendRequest {
+                flags,
+                internaldate: m.internaldate,
+                body,
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    s.logout().await;
+}
+
+fn searches(m: &BTreeMap<String, u64>) -> u64 {
+    m.get("UID SEARCH").copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_uidvalidity_on_either_side_drops_the_saved_folder() {
+    let Some(lab) = lab() else { return };
+    let user = "user0224";
+    lab.fresh(user);
+    let (ep1, ep2) = (lab.endpoint(1, user), lab.endpoint(2, user));
+    fill(&ep1, &spec(21, 4, 120)).await;
+    let dir = state_dir("uidvalidity");
+    let opts = with_state(&dir);
+    run(&ep1, &ep2, &opts).await;
+    let expected = count(&snapshot(&ep2).await);
+
+    // host1's INBOX gets a new UIDVALIDITY: read in full (no delta SEARCH), nothing copied.
+    set_uidvalidity(&lab, 1, user, "INBOX", 1_000_001);
+    let r = run(&ep1, &ep2, &opts).await;
+    let inbox = r.folders.iter().find(|f| f.name1 == "INBOX").unwrap();
+    assert!(!inbox.unchanged, "{r}");
+    assert_eq!(
+        searches(&r.commands1),
+        0,
+        "host1 read in full: {:?}",
+        r.commands1
+    );
+    assert_eq!(r.totals.transferred + r.totals.flags_updated, 0, "{r}");
+    assert!(r
+        .folders
+        .iter()
+        .filter(|f| f.name1 != "INBOX")
+        .all(|f| f.unchanged));
+
+    // host2's INBOX too.
+    set_uidvalidity(&lab, 2, user, "INBOX", 2_000_002);
+    let r = run(&ep1, &ep2, &opts).await;
+    assert_eq!(
+        searches(&r.commands2),
+        0,
+        "host2 read in full: {:?}",
+        r.commands2
+    );
+    assert_eq!(r.totals.transferred + r.totals.flags_updated, 0, "{r}");
+    assert_eq!(count(&snapshot(&ep2).await), expected);
+    let again = run(&ep1, &ep2, &opts).await;
+    assert!(again.folders.iter().all(|f| f.unchanged), "{again}");
+
+    // A host2 folder recreated in reverse order: each old UID now names another message. Flags
+    // changed on host1 meanwhile must land on the right messages (a STORE on an old-epoch UID
+    // would hit the wrong one, and verify would see it).
+    let leaf2 = "Projects/2024/Q1";
+    recreate_reversed(&ep2, leaf2).await;
+    let mut s = Session::connect(&ep1).await.unwrap();
+    let info = s.select("Projects.2024.Q1", false).await.unwrap();
+    assert!(info.exists >= 4, "the leaf folder has messages");
+    let uids: Vec<u32> = s
+        .fetch_meta("1:*", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.uid)
+        .take(3)
+        .collect();
+    s.uid_store(
+        &uids,
+        StoreMode::Replace,
+        &["\\Answered".to_string(), "Epoch".to_string()],
+    )
+    .await
+    .unwrap();
+    s.logout().await;
+    let r = run(&ep1, &ep2, &opts).await;
+    assert_eq!(r.totals.transferred, 0, "{r}");
+    assert_eq!(r.totals.flags_updated, 3, "{r}");
+    let v = verify_account(&ep1, &ep2, &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(v.ok, "{v}");
+    assert_eq!(count(&snapshot(&ep2).await), expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
