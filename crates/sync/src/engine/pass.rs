@@ -38,7 +38,7 @@ async fn read_side_saved(
     folder: &str,
 ) -> Result<(Vec<MsgInfo>, Read), Fail> {
     if let Some((cached, since)) = saved {
-        if true {
+        if info.uidvalidity == Some(since.uidvalidity) && cached.uidvalidity == info.uidvalidity {
             let msgs =
                 delta::read_changes(s, side, &cached.messages, since, info.exists, cfg, folder)
                     .await?;
