@@ -22,7 +22,9 @@ mod api;
 mod batch;
 mod deletions;
 mod delta;
+mod finish;
 mod folder;
+mod folders2;
 mod pass;
 mod refine;
 mod refused;
@@ -41,6 +43,7 @@ use crate::plan::PlanOptions;
 use crate::report::{AccountReport, ErrorClass, FolderReport, SyncError};
 
 pub use api::{prepare_account, sync_folder_slice, Prepared, SliceBudget, SliceOutcome};
+pub use folders2::FolderDeletion;
 pub use batch::{batches, flag_fallbacks, group_by_flags, uid_set};
 
 /// Everything that shapes one account sync. `Default` gives imapsync's defaults.
@@ -93,9 +96,20 @@ pub struct SyncOptions {
     pub force_delete: bool,
     /// `--delete2-max-percent`: the share of a host2 folder one pass may delete (default 50).
     pub delete2_max_percent: u32,
+    /// `--delete2-trash`: `--delete2` moves the messages to host2's Trash instead of expunging them.
+    pub delete2_trash: bool,
+    /// `--delete2-chunk`: most UIDs per deletion command (default 250).
+    pub delete2_chunk: usize,
     /// `--copy-all-folder`: copy host1's `\All` folder (Gmail's All Mail) in full. By default it
     /// is synced after the other folders and contributes only the messages none of them holds.
     pub copy_all_folder: bool,
+    /// `--delete1`: move semantics: host1 messages confirmed on host2 are flagged `\Deleted` and
+    /// expunged (UID EXPUNGE). Never together with `--delete2`.
+    pub delete1: bool,
+    /// `--expunge1`: expunge each host1 folder (what its user flagged `\Deleted`) before reading it.
+    pub expunge1: bool,
+    /// `--delete2folders`: delete host2 folders no host1 folder maps to (after the sync).
+    pub delete2_folders: Option<FolderDeletion>,
 }
 
 impl Default for SyncOptions {
@@ -123,7 +137,12 @@ impl Default for SyncOptions {
             state: None,
             force_delete: false,
             delete2_max_percent: crate::plan::DEFAULT_DELETE2_MAX_PERCENT,
+            delete2_trash: false,
+            delete2_chunk: deletions::DEFAULT_DELETE2_CHUNK,
             copy_all_folder: false,
+            delete1: false,
+            expunge1: false,
+            delete2_folders: None,
         }
     }
 }
@@ -326,6 +345,9 @@ pub(crate) async fn map_account(
     let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
     let map = map_folders(&h1, &h2, &opts.mapping)
         .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
+    if opts.delete2_folders.is_some() {
+        statuses.host1 = Some(h1);
+    }
     Ok((map, h2, statuses))
 }
 
@@ -430,52 +452,42 @@ impl Ctx<'_> {
         self.queue.lock().ok()?.pop_front()
     }
 
-    fn give_back(&self, job: Job) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_front(job);
-        }
+    fn has_jobs(&self) -> bool {
+        self.queue.lock().is_ok_and(|q| !q.is_empty())
     }
 }
 
 /// Results of one worker: (job index, report, errors).
 type Done = Vec<(usize, FolderReport, Vec<SyncError>)>;
 
-/// A worker: takes folders from the queue until it is empty. A worker other than the first that
-/// cannot log in at all gives its folder back and stops (e.g. the server's per-user connection
-/// limit): the others do the work.
+/// A worker: takes folders from the queue until it is empty. The first worker starts with the
+/// account's first pair of sessions (or, in a second phase, connects through [`run_folder`]);
+/// every other one logs in *before* it takes a folder, so that a worker the servers turn away
+/// holds no folder that nobody would then process. Extra workers log in one at a time: a server
+/// limiting connections per user then counts the sessions already open (Dovecot checks
+/// `mail_max_userip_connections` racily: parallel logins all get in), and after the first refusal
+/// no further one tries in this run (the others do the work).
 async fn worker(ctx: &Ctx<'_>, mut sessions: Option<Pair>, primary: bool) -> Done {
     use std::sync::atomic::Ordering;
     let mut done = Vec::new();
-    let mut ever_connected = sessions.is_some();
-    while let Some(job) = ctx.next_job() {
-        if sessions.is_none() {
-            if !primary && !ever_connected && ctx.pool_full.load(Ordering::SeqCst) {
-                ctx.give_back(job);
+    if sessions.is_none() && !primary {
+        let gate = ctx.logins.lock().await;
+        if !ctx.has_jobs() || ctx.pool_full.load(Ordering::SeqCst) {
+            return done;
+        }
+        match connect_pair(ctx.ep1, ctx.ep2).await {
+            Ok(p) => sessions = Some(p),
+            Err(errs) => {
+                ctx.pool_full.store(true, Ordering::SeqCst);
+                let why: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+                warn!(reason = %why.join("; "), "extra worker cannot log in; continuing with fewer connections");
                 return done;
             }
-            // One login at a time: a server limiting connections per user then counts the ones
-            // already open (Dovecot checks mail_max_userip_connections racily: parallel logins
-            // all get in), and after the first refusal no other extra worker tries.
-            let gate = ctx.logins.lock().await;
-            let connected = connect_pair(ctx.ep1, ctx.ep2).await;
-            if connected.is_err() && !primary && !ever_connected {
-                ctx.pool_full.store(true, Ordering::SeqCst);
-            }
-            drop(gate);
-            match connected {
-                Ok(p) => {
-                    sessions = Some(p);
-                    ever_connected = true;
-                }
-                Err(errs) if !primary && !ever_connected => {
-                    let why: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
-                    warn!(reason = %why.join("; "), "extra worker cannot log in; continuing with fewer connections");
-                    ctx.give_back(job);
-                    return done;
-                }
-                Err(_) => {} // run_folder retries and reports
-            }
         }
+        drop(gate);
+    }
+    while let Some(job) = ctx.next_job() {
+        // Without sessions (lost, or a second phase) run_folder connects, patiently, and reports.
         let (rep, errs) = run_folder(ctx, &mut sessions, &job).await;
         ctx.progress.folder_finished(&rep);
         done.push((job.index, rep, errs));
@@ -639,7 +651,7 @@ async fn run_account(
         pair.logout().await;
         return;
     }
-    let (map, _h2, statuses) = match map_account(&mut pair, opts).await {
+    let (map, h2, statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             report.errors.push(e);
@@ -728,6 +740,9 @@ async fn run_account(
     }
     results.extend(unchanged);
     collect_results(report, &map, results);
+    if let Some(h1) = &statuses.host1 {
+        folders2::delete_folders(ep2, h1, &h2, opts, report).await;
+    }
 }
 
 /// The jobs, largest host1 folder first (by STATUS MESSAGES), so the biggest folder does not start
