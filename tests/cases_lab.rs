@@ -711,7 +711,10 @@ async fn case_br_31_message_too_large_for_host2() {
         // alone to find the culprit), never again with fewer flags; the others once each.
         let big = s.h1.messages[1].body.len();
         let sent = s.i2.raw_input(&s.user).matches(&format!("{{{big}")).count();
-        assert!(sent <= 2, "run {run}: the big message was sent {sent} times");
+        assert!(
+            sent <= 2,
+            "run {run}: the big message was sent {sent} times"
+        );
     }
 }
 
@@ -945,7 +948,9 @@ async fn case_br_39_source_uidvalidity_changes() {
     .await;
     assert_ne!(uidvalidity(&s.ep1(), "Projects").await, uv_before);
 
+    let started = std::time::Instant::now();
     let r2 = s.run(&opts).await;
+    let wall2 = started.elapsed();
     assert_eq!(r2.exit_code(), 0, "run 2:\n{r2}");
     assert_eq!(deleted2(&r2), 0, "nothing deleted:\n{r2}");
     assert_eq!(s.host2_count("EXPUNGE"), 0);
@@ -991,9 +996,6 @@ async fn uidvalidity(ep: &Endpoint, folder: &str) -> Option<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 4: saved sync state (per-folder UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ and the \
-            host1->host2 UID map) so that a re-run fetches no header of the 20,000 known messages; \
-            today every run re-reads `BODY.PEEK[HEADER.FIELDS (Message-Id Received)]` of all of them"]
 async fn case_br_43_rerun_of_large_folder_is_cheap() {
     let Some(s) = Setup::new("BR-43", "user0116") else {
         return;
@@ -1002,7 +1004,16 @@ async fn case_br_43_rerun_of_large_folder_is_cheap() {
     let n = gen["messages_per_folder"].as_integer().unwrap() as usize;
     let msgs: Vec<Vec<u8>> = (0..n).map(|i| gen_message("br43", i)).collect();
     imapfleet_tests::append_raw(&s.ep1(), "INBOX", &msgs).await;
-    let opts = SyncOptions::default();
+    // Incremental runs keep sync state (issue 4): a file store of their own.
+    let dir = std::env::temp_dir().join(format!("imapfleet-br43-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = SyncOptions {
+        state: Some(imapfleet_sync::state::StateHandle::new(
+            Arc::new(imapfleet_sync::state::file::FileState::new(&dir).expect("state dir")),
+            0,
+        )),
+        ..SyncOptions::default()
+    };
     let r1 = s.run(&opts).await;
     assert_eq!(r1.exit_code(), 0, "run 1:\n{r1}");
 
@@ -1021,7 +1032,9 @@ async fn case_br_43_rerun_of_large_folder_is_cheap() {
     .unwrap();
     s1.logout().await;
 
+    let started = std::time::Instant::now();
     let r2 = s.run(&opts).await;
+    let wall2 = started.elapsed();
     assert_eq!(r2.exit_code(), 0, "run 2:\n{r2}");
     assert_eq!(
         r2.totals.transferred as i64,
@@ -1056,6 +1069,15 @@ async fn case_br_43_rerun_of_large_folder_is_cheap() {
             "run 2 re-read known messages: {f}"
         );
     }
+    // The bench figures of the case (printed, not asserted: timings vary run to run).
+    let read1 = s.i1.raw_output_len(&s.user);
+    let budget = int(&s.case, "expected.bench_budget_host1_bytes_read_run2");
+    println!(
+        "BR-43 run 2: {read1} bytes read from host1 (budget {budget}), {:.2} s (run 1: {:.2} s)",
+        wall2.as_secs_f64(),
+        r1.elapsed_secs
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1142,4 +1164,120 @@ async fn case_br_51_age_window_across_time_zones() {
     assert_eq!(deleted2(&r), 1, "only host2's own in-window message:\n{r}");
     let r2 = s.run(&opts).await;
     assert_quiet(&s, &r2, "re-run");
+}
+
+// --- beyond the cases: the same kinds with other values ----------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_of_one_is_never_exceeded_whatever_the_pool() {
+    // BR-34's kind with a tighter server (one session per user) and a larger pool (8 workers,
+    // 7 folders): the extra workers are turned away one at a time, one pair does all the work.
+    if imapfleet_tests::lab().is_none() {
+        return;
+    }
+    let user = "user0120";
+    let limit = ["protocol imap {\n  mail_max_userip_connections = 1\n}".to_string()];
+    let i1 = Instance::start("lab-host1", &limit, None, None);
+    let i2 = Instance::start("lab-host2", &[], None, None);
+    i1.wipe(user);
+    i2.wipe(user);
+    let folders: Vec<String> = (1..=7).map(|n| format!("L{n}")).collect();
+    let msgs: Vec<SeedMessage> = folders
+        .iter()
+        .flat_map(|f| {
+            (0..2).map(move |i| SeedMessage {
+                folder: f.clone(),
+                file: "generated".into(),
+                body: gen_message(&format!("lim1-{f}"), i),
+                flags: vec![],
+                internaldate: None,
+            })
+        })
+        .collect();
+    seed(&i1.endpoint(user), &[], &msgs).await;
+    // Dovecot counts a session until its process is gone: let the seeding one go.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let from = log_len(&i1);
+    let opts = SyncOptions {
+        connections: 8,
+        ..SyncOptions::default()
+    };
+    let r = sync_account(
+        &i1.endpoint(user),
+        &i2.endpoint(user),
+        &opts,
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!(r.exit_code(), 0, "{r}");
+    assert_eq!(r.totals.transferred, 14, "{r}");
+    let max = max_concurrent_sessions(&i1, user, from);
+    assert_eq!(max, 1, "{max} host1 sessions at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete2_guard_keeps_host2_when_host1_empties_and_force_deletes() {
+    // The guard of BR-39's --delete2 on the lab: a host1 folder that suddenly lists nothing, and
+    // one that lost most of its mail, delete nothing on host2 unless forced; a small share goes.
+    if imapfleet_tests::lab().is_none() {
+        return;
+    }
+    let user = "user0121";
+    let i1 = Instance::start("lab-host1", &[], None, None);
+    let i2 = Instance::start("lab-host2", &[], None, None);
+    i1.wipe(user);
+    i2.wipe(user);
+    let (ep1, ep2) = (i1.endpoint(user), i2.endpoint(user));
+    let m = |f: &str, i: usize| SeedMessage {
+        folder: f.into(),
+        file: "generated".into(),
+        body: gen_message(&format!("guard-{f}"), i),
+        flags: vec![],
+        internaldate: None,
+    };
+    let seeded: Vec<SeedMessage> = (0..4)
+        .map(|i| m("Emptied", i))
+        .chain((0..10).map(|i| m("Shrunk", i)))
+        .collect();
+    seed(&ep1, &[], &seeded).await;
+    let mut opts = SyncOptions::default();
+    opts.plan.delete2 = true;
+    let r = sync_account(&ep1, &ep2, &opts, Arc::new(NoProgress)).await;
+    assert_eq!(r.exit_code(), 0, "{r}");
+
+    // host1: Emptied loses all 4, Shrunk loses 6 of 10.
+    let mut s1 = imapfleet_imap::Session::connect(&ep1).await.unwrap();
+    for (folder, n) in [("Emptied", 4u32), ("Shrunk", 6)] {
+        s1.select(folder, false).await.unwrap();
+        let uids: Vec<u32> = (1..=n).collect();
+        s1.uid_store(&uids, imapfleet_imap::StoreMode::Add, &["\\Deleted".into()])
+            .await
+            .unwrap();
+        s1.expunge(&uids).await.unwrap();
+    }
+    s1.logout().await;
+    let r = sync_account(&ep1, &ep2, &opts, Arc::new(NoProgress)).await;
+    assert_eq!(r.exit_code(), 26, "both folders refused:\n{r}");
+    assert_eq!(deleted2(&r), 0, "{r}");
+    assert_eq!(r.errors.len(), 2, "{r}");
+    let mb = read_mailbox(&ep2).await;
+    assert_eq!((mb["Emptied"].len(), mb["Shrunk"].len()), (4, 10));
+
+    // 60 % > 90 %? No: with a higher share Shrunk goes; Emptied still needs --force-delete.
+    let wide = SyncOptions {
+        delete2_max_percent: 90,
+        ..opts.clone()
+    };
+    let r = sync_account(&ep1, &ep2, &wide, Arc::new(NoProgress)).await;
+    assert_eq!(deleted2(&r), 6, "{r}");
+    assert_eq!(r.exit_code(), 26, "Emptied still refused:\n{r}");
+    let forced = SyncOptions {
+        force_delete: true,
+        ..opts.clone()
+    };
+    let r = sync_account(&ep1, &ep2, &forced, Arc::new(NoProgress)).await;
+    assert_eq!(r.exit_code(), 0, "{r}");
+    assert_eq!(deleted2(&r), 4, "{r}");
+    let mb = read_mailbox(&ep2).await;
+    assert_eq!((mb["Emptied"].len(), mb["Shrunk"].len()), (0, 4));
 }

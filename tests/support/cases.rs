@@ -474,6 +474,20 @@ impl Instance {
         out
     }
 
+    /// Bytes the server sent to `user`'s sessions since the last clear (its raw `.out` logs,
+    /// which add a timestamp per line: an upper bound).
+    pub fn raw_output_len(&self, user: &str) -> u64 {
+        std::fs::read_dir(self.rawlog_dir(user))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "out"))
+                    .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// How many commands of `user` start with `verb` (case-insensitive; `UID STORE` counts as STORE).
     pub fn count_commands(&self, user: &str, verb: &str) -> usize {
         self.commands(user)
