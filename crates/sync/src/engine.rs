@@ -22,9 +22,7 @@ mod api;
 mod batch;
 mod deletions;
 mod delta;
-mod finish;
 mod folder;
-mod folders2;
 mod pass;
 mod refine;
 mod refused;
@@ -43,7 +41,6 @@ use crate::plan::PlanOptions;
 use crate::report::{AccountReport, ErrorClass, FolderReport, SyncError};
 
 pub use api::{prepare_account, sync_folder_slice, Prepared, SliceBudget, SliceOutcome};
-pub use folders2::FolderDeletion;
 pub use batch::{batches, flag_fallbacks, group_by_flags, uid_set};
 
 /// Everything that shapes one account sync. `Default` gives imapsync's defaults.
@@ -96,20 +93,9 @@ pub struct SyncOptions {
     pub force_delete: bool,
     /// `--delete2-max-percent`: the share of a host2 folder one pass may delete (default 50).
     pub delete2_max_percent: u32,
-    /// `--delete2-trash`: `--delete2` moves the messages to host2's Trash instead of expunging them.
-    pub delete2_trash: bool,
-    /// `--delete2-chunk`: most UIDs per deletion command (default 250).
-    pub delete2_chunk: usize,
     /// `--copy-all-folder`: copy host1's `\All` folder (Gmail's All Mail) in full. By default it
     /// is synced after the other folders and contributes only the messages none of them holds.
     pub copy_all_folder: bool,
-    /// `--delete1`: move semantics: host1 messages confirmed on host2 are flagged `\Deleted` and
-    /// expunged (UID EXPUNGE). Never together with `--delete2`.
-    pub delete1: bool,
-    /// `--expunge1`: expunge each host1 folder (what its user flagged `\Deleted`) before reading it.
-    pub expunge1: bool,
-    /// `--delete2folders`: delete host2 folders no host1 folder maps to (after the sync).
-    pub delete2_folders: Option<FolderDeletion>,
 }
 
 impl Default for SyncOptions {
@@ -137,12 +123,7 @@ impl Default for SyncOptions {
             state: None,
             force_delete: false,
             delete2_max_percent: crate::plan::DEFAULT_DELETE2_MAX_PERCENT,
-            delete2_trash: false,
-            delete2_chunk: deletions::DEFAULT_DELETE2_CHUNK,
             copy_all_folder: false,
-            delete1: false,
-            expunge1: false,
-            delete2_folders: None,
         }
     }
 }
@@ -345,9 +326,6 @@ pub(crate) async fn map_account(
     let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
     let map = map_folders(&h1, &h2, &opts.mapping)
         .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
-    if opts.delete2_folders.is_some() {
-        statuses.host1 = Some(h1);
-    }
     Ok((map, h2, statuses))
 }
 
@@ -651,7 +629,7 @@ async fn run_account(
         pair.logout().await;
         return;
     }
-    let (map, h2, statuses) = match map_account(&mut pair, opts).await {
+    let (map, _h2, statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             report.errors.push(e);
@@ -740,9 +718,6 @@ async fn run_account(
     }
     results.extend(unchanged);
     collect_results(report, &map, results);
-    if let Some(h1) = &statuses.host1 {
-        folders2::delete_folders(ep2, h1, &h2, opts, report).await;
-    }
 }
 
 /// The jobs, largest host1 folder first (by STATUS MESSAGES), so the biggest folder does not start
