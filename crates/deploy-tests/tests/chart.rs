@@ -458,7 +458,7 @@ fn default_values_render_the_worker_side_only() {
     assert!(notes.contains("WARNING: secret.amqpUrl"), "{notes}");
     assert!(notes.contains("No batch source"), "{notes}");
     assert!(
-        notes.contains("kubectl -n mail-migration exec deploy/tenant-a-imapfleet-worker -- imapfleet status migration"),
+        notes.contains("kubectl -n mail-migration exec deploy/tenant-a-imapfleet-worker -- imapfleet status tenant-a"),
         "{notes}"
     );
 }

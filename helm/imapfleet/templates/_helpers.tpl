@@ -92,6 +92,11 @@ app.kubernetes.io/component: dispatcher
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The imapfleet job name of the dispatches (status shows the newest job of a name). */}}
+{{- define "imapfleet.jobName" -}}
+{{- default .Release.Name .Values.dispatcher.jobName }}
+{{- end }}
+
 {{/* The Secret with the broker URL, the Redis URL and the credential key. */}}
 {{- define "imapfleet.secretName" -}}
 {{- default (printf "%s-secrets" (include "imapfleet.fullname" . | trunc 55 | trimSuffix "-")) .Values.secret.existingSecret }}
@@ -172,7 +177,7 @@ spec:
         - --accounts
         - {{ printf "/etc/imapfleet/batch/%s" .Values.batch.key | quote }}
         - --job
-        - {{ .Values.dispatcher.jobName | quote }}
+        - {{ include "imapfleet.jobName" . | quote }}
         {{- range .Values.dispatcher.extraArgs }}
         - {{ . | quote }}
         {{- end }}
