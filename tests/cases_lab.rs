@@ -1281,3 +1281,226 @@ async fn delete2_guard_keeps_host2_when_host1_empties_and_force_deletes() {
     let mb = read_mailbox(&ep2).await;
     assert_eq!((mb["Emptied"].len(), mb["Shrunk"].len()), (0, 4));
 }
+
+// --- BR-41: the fleet -------------------------------------------------------------------------
+
+/// A worker process of the fleet, with the port of its metrics server.
+struct FleetWorker {
+    child: std::process::Child,
+    metrics: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Sum of a metric's samples (any labels).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let m = series.split('{').next()?;
+            (m == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_br_41_killed_lock_holder_does_not_leave_the_job_stuck() {
+    use std::time::{Duration, Instant};
+    let Some(s) = Setup::new("BR-41", "user0119") else {
+        return;
+    };
+    if std::env::var("IMAPFLEET_SERVICES").as_deref() != Ok("1") {
+        eprintln!("SKIP BR-41: IMAPFLEET_SERVICES is not 1 (RabbitMQ and Redis: scripts/services.sh start)");
+        return;
+    }
+    let gen = s.case.table("host1.generate");
+    let folder = strs(&gen["folders"])[0].clone();
+    let n = gen["messages_per_folder"].as_integer().unwrap() as usize;
+    let msgs: Vec<Vec<u8>> = (0..n).map(|i| gen_message("br41", i)).collect();
+    imapfleet_tests::append_raw(&s.ep1(), &folder, &msgs).await;
+    let fleet = s.case.table("fleet");
+    let workers = fleet["workers"].as_integer().unwrap() as usize;
+    let ttl = fleet["lock_lease_ttl_s"].as_integer().unwrap();
+    let kill_at = int(&s.case, "fault.when_host2_count_reaches") as u32;
+
+    // The fleet of the case: RabbitMQ queue, Redis leases, `workers` worker processes.
+    let dir = std::env::temp_dir().join(format!("imapfleet-br41-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key: String = (0..32)
+        .map(|i| format!("{:02x}", (i * 37 + 11) % 251))
+        .collect();
+    let queue = format!(
+        "imapfleet.test.br41.{}.{}",
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    );
+    let cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(imapfleet_tests::bin());
+        c.args(args)
+            .env("IMAPFLEET_SECRET_KEY", &key)
+            .env("IMAPFLEET_QUEUE", &queue)
+            .env("RUST_LOG", "warn,imapfleet_fleet=info")
+            .env_remove("IMAPFLEET_CONFIG");
+        c
+    };
+    let batch = dir.join("batch.txt");
+    std::fs::write(
+        &batch,
+        format!("127.0.0.1;{u};secret;127.0.0.1;{u};secret;\n", u = s.user),
+    )
+    .unwrap();
+    let defaults = format!(
+        "--defaults=--port1 {} --port2 {} --cafile1 {ca} --cafile2 {ca}",
+        s.i1.port,
+        s.i2.port,
+        ca = s.i1.ca.display()
+    );
+    let o = cmd(&["dispatch", "--job", "br41", "--accounts"])
+        .arg(&batch)
+        .arg(&defaults)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let job = out
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .expect("job id")
+        .to_string();
+    let run_log = dir.join("runs.jsonl");
+    let mut fleet_workers: Vec<FleetWorker> = Vec::new();
+    for w in 0..workers {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join(format!("worker{w}.log"))).unwrap();
+        let child = cmd(&[
+            "worker",
+            "--concurrency",
+            "1",
+            "--slice-messages",
+            "25",
+            "--lease-ttl",
+            &ttl.to_string(),
+        ])
+        .arg(format!("--run-log={}", run_log.display()))
+        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+        fleet_workers.push(FleetWorker {
+            child,
+            metrics: port,
+        });
+    }
+
+    // When host2's folder reaches the case's count, SIGKILL the worker inside a folder task (the
+    // one holding the leases: its IMAP sessions are open).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let killed = loop {
+        let count = {
+            let mut s2 = imapfleet_imap::Session::connect(&s.ep2()).await.unwrap();
+            let c = s2.status(&folder).await.ok().and_then(|st| st.messages);
+            s2.logout().await;
+            c.unwrap_or(0)
+        };
+        if count >= kill_at {
+            let holder = fleet_workers.iter().position(|w| {
+                http_get(w.metrics, "/metrics")
+                    .is_some_and(|m| metric(&m, "imapfleet_imap_connections_open") > 0.0)
+            });
+            if let Some(h) = holder {
+                fleet_workers[h].child.kill().expect("kill -9");
+                let _ = fleet_workers[h].child.wait();
+                break h;
+            }
+        }
+        assert!(count < n as u32, "the copy ended before the kill");
+        assert!(Instant::now() < deadline, "host2 never reached {kill_at}");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    };
+    let killed_at = Utc::now().timestamp_millis() as u64;
+
+    // Nobody touches Redis: the survivors finish once the lease has expired.
+    let o = cmd(&["status", &job, "--json", "--wait", "--wait-timeout", "300"])
+        .output()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&o)));
+    for w in &mut fleet_workers {
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
+    assert_eq!(o.status.code(), Some(0), "{view:#}");
+    let want_state = s.case.value("expected.job_state").unwrap();
+    assert_eq!(
+        view["accounts"][0]["status"], "done",
+        "job {want_state}: {view:#}"
+    );
+    let mb = read_mailbox(&s.ep2()).await;
+    let got = folder_digests(&mb, &folder);
+    assert_eq!(got.len() as i64, int(&s.case, "expected.host2_bulk_count"));
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(
+        (got.len() - unique.len()) as i64,
+        int(&s.case, "expected.duplicates")
+    );
+    assert_eq!(got, digests(msgs.iter().map(Vec::as_slice)));
+    // The slices after the kill ran under a newer fence than any before it.
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(&run_log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fence = |r: &serde_json::Value| r["folder_fence"].as_u64().unwrap_or(0);
+    let before = runs
+        .iter()
+        .filter(|r| r["end_ms"].as_u64().unwrap_or(0) <= killed_at)
+        .map(fence)
+        .max()
+        .unwrap_or(0);
+    let after: Vec<u64> = runs
+        .iter()
+        .filter(|r| r["start_ms"].as_u64().unwrap_or(0) > killed_at)
+        .map(fence)
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "no slice after the kill of worker {killed}"
+    );
+    assert!(
+        after.iter().all(|f| *f > before),
+        "fences {before} then {after:?}"
+    );
+    assert!(!s
+        .case
+        .value("expected.manual_intervention")
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
