@@ -282,13 +282,27 @@ fn scripted_listing(server: &[u8]) -> Vec<(u32, Vec<String>, Option<String>)> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A lab user for a case: `user02NN` for BR-NN (and a second one, `user01NN`, when a case needs
-/// two accounts), wiped on both hosts.
+/// The lab users of these tests: a block of their own (user0260..user0268; other test files use
+/// other blocks), one per case and account, wiped on both hosts before use.
 fn lab_user(lab: &Lab, case: &str, second: bool) -> String {
-    let n: u32 = case.trim_start_matches("BR-").parse().expect("case number");
-    let user = format!("user0{}{n:02}", if second { 1 } else { 2 });
-    lab.fresh(&user);
-    user
+    const USERS: &[(&str, &str, &str)] = &[
+        ("BR-05", "user0260", ""),
+        ("BR-09", "user0261", ""),
+        ("BR-11", "user0262", ""),
+        ("BR-13", "user0263", ""),
+        ("BR-19", "user0264", ""),
+        ("BR-33", "user0265", "user0266"),
+        ("BR-46", "user0267", ""),
+        ("BR-49", "user0268", ""),
+    ];
+    let (_, first, other) = USERS
+        .iter()
+        .find(|(c, _, _)| *c == case)
+        .unwrap_or_else(|| panic!("no lab user for {case}"));
+    let user = if second { *other } else { *first };
+    assert!(!user.is_empty(), "{case} has no second lab user");
+    lab.fresh(user);
+    user.to_string()
 }
 
 /// Every message of `folder` on `ep`: (metadata, exact bytes), by UID.
@@ -1138,4 +1152,158 @@ async fn case_br_33_throttled_append_then_dropped_session() {
         ev[0].until - t0
     );
     assert!(rep.totals.throttled >= 1, "the throttle is counted:\n{rep}");
+}
+
+/// How many UIDs a `UID <verb> <set> ...` command names (its set has no `*`).
+fn uids_named(command: &str) -> u64 {
+    let set = command.split(' ').nth(2).unwrap_or("");
+    set.split(',')
+        .filter_map(|r| match r.split_once(':') {
+            Some((a, b)) => Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)),
+            None => r.parse::<u64>().ok().map(|n| (n, n)),
+        })
+        .map(|(a, b)| a.max(b) - a.min(b) + 1)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_br_49_bulk_delete2_to_trash_in_chunks() {
+    let Some(case) = Case::load("BR-49") else {
+        return;
+    };
+    let Some(lab) = lab() else { return };
+    let fake_t = case.fake();
+    let exp = case.expected();
+    let preseed = fake_t["preseed"].as_table().expect("preseed");
+    let old = preseed["folder"].as_str().expect("folder").to_string();
+    let count = preseed["count"].as_integer().expect("count") as u32;
+    let trash_name = fake_t["trash_folder"].as_str().expect("trash_folder");
+    let mut old_folder = Folder::new(&old);
+    for uid in 1..=count {
+        old_folder.push(
+            &["\\Seen"],
+            DEFAULT_DATE,
+            generated_message(&case.id, &old, uid),
+        );
+    }
+    let mut trash = Folder::new(trash_name);
+    trash.special_use = Some("\\Trash".into());
+    let mut cfg = case.fake_config();
+    cfg.folders = vec![old_folder.clone(), trash];
+    cfg.max_uids_per_command = Some(int(&fake_t, "max_uids_per_command_before_bye") as usize);
+    if let Some(b) = case.server_bytes(&fake_t, "bye_reply", "bye_reply_file") {
+        cfg.bye_reply = b;
+    }
+    cfg.cut_after = Some((
+        "UID MOVE".into(),
+        int(&fake_t, "cut_connection_after_chunk") as usize,
+    ));
+    let host2 = FakeServer::start(cfg).await;
+    let user = lab_user(&lab, &case.id, false);
+    let ep1 = lab.endpoint(1, &user);
+    imapfleet_tests::append_raw(&ep1, &old, &[]).await;
+    let ep2 = host2.endpoint("host2", "u");
+
+    // Without the override the guard keeps everything: host1's folder lists nothing.
+    let mut opts = fake_opts();
+    opts.plan.delete2 = true;
+    opts.delete2_trash = true;
+    let rep = sync(&ep1, &ep2, &opts).await;
+    assert_ne!(
+        rep.exit_code(),
+        0,
+        "held back deletions are reported:\n{rep}"
+    );
+    assert_eq!(
+        host2.folder(&old).expect("Old").messages.len(),
+        count as usize
+    );
+    assert!(host2.received().iter().all(|r| r.verb() != "UID MOVE"));
+
+    // The mass deletion is intended.
+    opts.force_delete = true;
+    let rep = sync(&ep1, &ep2, &opts).await;
+    assert_eq!(rep.exit_code(), 0, "{rep}");
+    assert!(
+        rep.totals.reconnects >= 1,
+        "the cut after chunk 3 was survived:\n{rep}"
+    );
+    assert_eq!(
+        host2.folder(&old).expect("Old").messages.len() as i64,
+        int(&exp, "old_count")
+    );
+    let in_trash = host2.folder(trash_name).expect("trash").messages;
+    assert_eq!(in_trash.len() as i64, int(&exp, "trash_count"));
+    let mut bodies: Vec<&Vec<u8>> = in_trash.iter().map(|m| &m.body).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        (in_trash.len() - bodies.len()) as i64,
+        int(&exp, "trash_duplicates")
+    );
+    for m in &old_folder.messages {
+        assert!(bodies.contains(&&m.body), "UID {} reached the Trash", m.uid);
+    }
+    let max = int(&exp, "max_uids_per_command") as u64;
+    let bulk: Vec<_> = host2
+        .received()
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.verb().as_str(),
+                "UID MOVE" | "UID COPY" | "UID STORE" | "UID EXPUNGE"
+            )
+        })
+        .collect();
+    for r in &bulk {
+        assert!(
+            uids_named(&r.text()) <= max,
+            "{:?} names more than {max} UIDs",
+            r.text()
+        );
+    }
+    let moves: Vec<_> = bulk.iter().filter(|r| r.verb() == "UID MOVE").collect();
+    assert_eq!(
+        moves.iter().map(|r| uids_named(&r.text())).sum::<u64>(),
+        u64::from(count),
+        "no chunk was sent twice"
+    );
+    let cut = int(&fake_t, "cut_connection_after_chunk") as usize;
+    assert!(
+        moves.len() > cut && moves[cut].conn > moves[cut - 1].conn,
+        "chunk {} went on a new connection",
+        cut + 1
+    );
+
+    // The same without MOVE (COPY, \Deleted, UID EXPUNGE), cut right after a COPY: the chunk is
+    // in the Trash and still in the folder. The re-plan must not copy it a second time.
+    let mut trash = Folder::new(trash_name);
+    trash.special_use = Some("\\Trash".into());
+    let caps: String = case
+        .fake_config()
+        .capabilities
+        .split_whitespace()
+        .filter(|c| *c != "MOVE")
+        .collect::<Vec<_>>()
+        .join(" ");
+    let host2 = FakeServer::start(Config {
+        capabilities: caps,
+        folders: vec![old_folder.clone(), trash],
+        cut_after: Some(("UID COPY".into(), cut)),
+        ..Config::default()
+    })
+    .await;
+    let rep = sync(&ep1, &host2.endpoint("host2", "u"), &opts).await;
+    assert_eq!(rep.exit_code(), 0, "{rep}");
+    assert!(rep.totals.reconnects >= 1, "{rep}");
+    assert!(host2.folder(&old).expect("Old").messages.is_empty());
+    let in_trash = host2.folder(trash_name).expect("trash").messages;
+    let mut bodies: Vec<&Vec<u8>> = in_trash.iter().map(|m| &m.body).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        (in_trash.len(), bodies.len()),
+        (count as usize, count as usize),
+        "each message once in the Trash"
+    );
 }

@@ -216,6 +216,14 @@ pub struct SyncArgs {
     /// Most of a host2 folder one pass of --delete2 may delete, in percent (default 50).
     #[arg(long = "delete2-max-percent", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub delete2_max_percent: Option<u32>,
+    /// With --delete2: move the messages to host2's Trash (its \Trash special-use folder, else
+    /// "Trash", "Deleted Items"...) instead of expunging them.
+    #[arg(long = "delete2-trash", requires = "delete2")]
+    pub delete2_trash: bool,
+    /// Most UIDs per deletion command of --delete2 (default 250; Exchange drops the connection on
+    /// much larger sets).
+    #[arg(long = "delete2-chunk", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub delete2_chunk: Option<u32>,
     /// Copy host1's \All folder (Gmail's "All Mail") in full. By default it is synced after the
     /// other folders and only its messages that no other host1 folder holds are copied.
     #[arg(long = "copy-all-folder")]

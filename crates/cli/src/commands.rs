@@ -105,6 +105,10 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
     if let Some(p) = a.delete2_max_percent {
         opts.delete2_max_percent = p;
     }
+    opts.delete2_trash = a.delete2_trash;
+    if let Some(n) = a.delete2_chunk {
+        opts.delete2_chunk = n as usize;
+    }
     opts.copy_all_folder = a.copy_all_folder;
     opts.plan.max_size = a.maxsize;
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;

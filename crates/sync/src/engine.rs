@@ -93,6 +93,10 @@ pub struct SyncOptions {
     pub force_delete: bool,
     /// `--delete2-max-percent`: the share of a host2 folder one pass may delete (default 50).
     pub delete2_max_percent: u32,
+    /// `--delete2-trash`: `--delete2` moves the messages to host2's Trash instead of expunging them.
+    pub delete2_trash: bool,
+    /// `--delete2-chunk`: most UIDs per deletion command (default 250).
+    pub delete2_chunk: usize,
     /// `--copy-all-folder`: copy host1's `\All` folder (Gmail's All Mail) in full. By default it
     /// is synced after the other folders and contributes only the messages none of them holds.
     pub copy_all_folder: bool,
@@ -123,6 +127,8 @@ impl Default for SyncOptions {
             state: None,
             force_delete: false,
             delete2_max_percent: crate::plan::DEFAULT_DELETE2_MAX_PERCENT,
+            delete2_trash: false,
+            delete2_chunk: deletions::DEFAULT_DELETE2_CHUNK,
             copy_all_folder: false,
         }
     }

@@ -15,7 +15,7 @@
 //! [`map_folders`]; folders that end up sharing one host2 name are reported by
 //! [`FolderMap::merged_targets`].
 
-mod localized;
+pub(crate) mod localized;
 mod regextrans;
 
 use imapfleet_imap::{mutf7, MailboxEntry, Namespaces, SpecialUse};

@@ -200,7 +200,17 @@ pub(crate) async fn sync_folder(
             ctx.progress
                 .message_copied(name1, c.uid1, u64::from(c.size));
         }
-        super::deletions::delete2(&mut p.s2, &plan, (plan1, plan2), opts, name1, rep, errs).await?;
+        super::deletions::delete2(
+            &mut p.s2,
+            &plan,
+            (plan1, plan2),
+            opts,
+            name1,
+            &pair.raw2,
+            rep,
+            errs,
+        )
+        .await?;
         rep.synced = true;
         return Ok(());
     }
@@ -223,8 +233,17 @@ pub(crate) async fn sync_folder(
             ),
         ));
     }
-    let deleted2 =
-        super::deletions::delete2(&mut p.s2, &plan, (plan1, plan2), opts, name1, rep, errs).await?;
+    let deleted2 = super::deletions::delete2(
+        &mut p.s2,
+        &plan,
+        (plan1, plan2),
+        opts,
+        name1,
+        &pair.raw2,
+        rep,
+        errs,
+    )
+    .await?;
     rep.synced = true;
     info!(folder = name1, to = %pair.name2, transferred = appended, vanished, missing, deleted2, "folder synced");
 
