@@ -1504,3 +1504,102 @@ async fn case_br_41_killed_lock_holder_does_not_leave_the_job_stuck() {
         .unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_br_47_uids_above_2_pow_31_and_open_ranges() {
+    let Some(s) = Setup::new("BR-47", "user0122") else {
+        return;
+    };
+    let folder = s.h1.folders[0].clone();
+    let files: Vec<(String, Vec<u8>)> = s.case.folder_files("host1", &folder, '.');
+    assert_eq!(files.len(), 3);
+    // Setup of the case: create Big, append and expunge one message, move UIDNEXT up, append 3.
+    imapfleet_tests::append_raw(&s.ep1(), &folder, &[gen_message("br47-first", 0)]).await;
+    let mut s1 = imapfleet_imap::Session::connect(&s.ep1()).await.unwrap();
+    s1.select(&folder, false).await.unwrap();
+    s1.uid_store(&[1], imapfleet_imap::StoreMode::Add, &["\\Deleted".into()])
+        .await
+        .unwrap();
+    s1.expunge(&[1]).await.unwrap();
+    s1.logout().await;
+    s.i1.doveadm(&[
+        "mailbox",
+        "update",
+        "-u",
+        &s.user,
+        "--min-next-uid",
+        "2147483646",
+        &folder,
+    ]);
+    let bodies: Vec<Vec<u8>> = files.iter().map(|(_, b)| b.clone()).collect();
+    imapfleet_tests::append_raw(&s.ep1(), &folder, &bodies).await;
+    let mb1 = read_mailbox(&s.ep1()).await;
+    let uids: Vec<i64> = mb1[&folder].iter().map(|m| i64::from(m.uid)).collect();
+    let want: Vec<i64> = s
+        .case
+        .value("expected.source_uids")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_integer().unwrap())
+        .collect();
+    assert_eq!(uids, want, "host1's UIDs as the case sets them up");
+
+    // Incremental runs (saved state), so run 2 lists from the recorded UIDNEXT: `UID FETCH
+    // 2147483649:*`, which Dovecot answers with UID 2147483648.
+    let dir = std::env::temp_dir().join(format!("imapfleet-br47-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = SyncOptions {
+        state: Some(imapfleet_sync::state::StateHandle::new(
+            Arc::new(imapfleet_sync::state::file::FileState::new(&dir).expect("state dir")),
+            0,
+        )),
+        ..SyncOptions::default()
+    };
+    let r1 = s.run(&opts).await;
+    assert_eq!(r1.exit_code(), 0, "run 1:\n{r1}");
+    let mb = read_mailbox(&s.ep2()).await;
+    assert_eq!(
+        mb[&folder].len() as i64,
+        int(&s.case, "expected.host2_big_count")
+    );
+    assert_eq!(
+        folder_digests(&mb, &folder),
+        digests(bodies.iter().map(Vec::as_slice))
+    );
+    // A flag change makes host1's folder differ (HIGHESTMODSEQ) while no UID is new: the delta
+    // read asks for UIDs from UIDNEXT on and must discard the last message the server returns.
+    let mut s1 = imapfleet_imap::Session::connect(&s.ep1()).await.unwrap();
+    s1.select(&folder, false).await.unwrap();
+    s1.uid_store(
+        &[2147483647],
+        imapfleet_imap::StoreMode::Add,
+        &["\\Flagged".into()],
+    )
+    .await
+    .unwrap();
+    s1.logout().await;
+    let r2 = s.run(&opts).await;
+    assert_eq!(r2.exit_code(), 0, "run 2:\n{r2}");
+    assert_eq!(
+        r2.totals.transferred as i64,
+        int(&s.case, "expected.run2_appends"),
+        "{r2}"
+    );
+    assert_eq!(r2.totals.flags_updated, 1, "{r2}");
+    let open_range =
+        s.i1.commands(&s.user)
+            .into_iter()
+            .any(|c| c.starts_with("UID FETCH 2147483649:*"));
+    let mb = read_mailbox(&s.ep2()).await;
+    assert_eq!(mb[&folder].len(), 3, "no duplicate of the last message");
+    // The same rule at small scale and without saved state: nothing new, nothing copied.
+    let r3 = s.run(&SyncOptions::default()).await;
+    assert_quiet(&s, &r3, "a full re-run");
+    assert!(
+        open_range,
+        "run 2 did not list from UIDNEXT (the case's open range)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
