@@ -172,16 +172,23 @@ impl Case {
                 .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
                 .unwrap_or_default();
             files.sort();
+            let by_step = self.literal_uids();
             for f in files {
                 if f.extension().and_then(|e| e.to_str()) != Some("eml") {
                     continue;
                 }
                 let body = std::fs::read(&f).expect("read eml");
+                let name = f.file_name().and_then(|s| s.to_str()).unwrap_or("");
                 let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                 let folder = &mut folders[fi];
-                match stem.parse::<u32>() {
-                    Ok(uid) => folder.insert(uid, &[], DEFAULT_DATE, body),
-                    Err(_) => {
+                // The UID a body step serves the file as, else the file's number, else the next.
+                match by_step
+                    .get(&format!("host1/{d}/{name}"))
+                    .copied()
+                    .or_else(|| stem.parse::<u32>().ok())
+                {
+                    Some(uid) => folder.insert(uid, &[], DEFAULT_DATE, body),
+                    None => {
                         folder.push(&[], DEFAULT_DATE, body);
                     }
                 }
@@ -207,6 +214,34 @@ impl Case {
             }
         }
         folders
+    }
+}
+
+impl Case {
+    /// Case files the script serves as a message body: `{literal:PATH}` in the reply to a FETCH
+    /// of one UID (`UID FETCH 37210 (BODY.PEEK[])`) makes PATH that UID.
+    fn literal_uids(&self) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        let fake = self.fake();
+        let Some(steps) = fake.get("step").and_then(|v| v.as_array()) else {
+            return out;
+        };
+        for st in steps.iter().filter_map(|s| s.as_table()) {
+            let client = st.get("client").and_then(|v| v.as_str()).unwrap_or("");
+            let server = st.get("server").and_then(|v| v.as_str()).unwrap_or("");
+            let uid = client
+                .strip_prefix("UID FETCH ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse::<u32>().ok());
+            let path = server
+                .split("{literal:")
+                .nth(1)
+                .and_then(|r| r.split('}').next());
+            if let (Some(uid), Some(path)) = (uid, path) {
+                out.insert(path.to_string(), uid);
+            }
+        }
+        out
     }
 }
 
@@ -282,7 +317,7 @@ fn scripted_listing(server: &[u8]) -> Vec<(u32, Vec<String>, Option<String>)> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// The lab users of these tests: a block of their own (user0260..user0268; other test files use
+/// The lab users of these tests: a block of their own (user0260..user0269; other test files use
 /// other blocks), one per case and account, wiped on both hosts before use.
 fn lab_user(lab: &Lab, case: &str, second: bool) -> String {
     const USERS: &[(&str, &str, &str)] = &[
@@ -291,6 +326,7 @@ fn lab_user(lab: &Lab, case: &str, second: bool) -> String {
         ("BR-11", "user0262", ""),
         ("BR-13", "user0263", ""),
         ("BR-19", "user0264", ""),
+        ("BR-21", "user0269", ""),
         ("BR-33", "user0265", "user0266"),
         ("BR-46", "user0267", ""),
         ("BR-49", "user0268", ""),
@@ -1305,5 +1341,55 @@ async fn case_br_49_bulk_delete2_to_trash_in_chunks() {
         (in_trash.len(), bodies.len()),
         (count as usize, count as usize),
         "each message once in the Trash"
+    );
+}
+
+#[tokio::test]
+async fn case_br_21_non_rfc_system_flags_dropped_before_append() {
+    let Some(case) = Case::load("BR-21") else {
+        return;
+    };
+    let Some(lab) = lab() else { return };
+    let exp = case.expected();
+    let fake = fake_host1(&case).await;
+    let user = lab_user(&lab, &case.id, false);
+    let ep2 = lab.endpoint(2, &user);
+    let rep = sync(&fake.endpoint("host1", "u"), &ep2, &fake_opts()).await;
+    assert_eq!(
+        rep.exit_code(),
+        0,
+        "no APPEND refused, no flag error:\n{rep}"
+    );
+    assert_eq!(int(&exp, "failed_appends"), 0);
+    assert!(
+        rep.errors.is_empty(),
+        "filtered before sending, no retry: {:?}",
+        rep.errors
+    );
+    // host2's messages in host1's UID order (bodies 1..3.eml), each with the expected flags.
+    let on2 = messages(&ep2, "INBOX").await;
+    let want: Vec<Vec<String>> = exp["host2_flags"]
+        .as_array()
+        .expect("host2_flags")
+        .iter()
+        .map(|f| {
+            let mut v = strings(Some(f));
+            v.sort();
+            v
+        })
+        .collect();
+    for (i, flags) in want.iter().enumerate() {
+        let body = case.file(&format!("host1/INBOX/{}.eml", i + 1));
+        let copy = on2
+            .iter()
+            .find(|(_, b)| *b == body)
+            .unwrap_or_else(|| panic!("{}.eml copied", i + 1));
+        assert_eq!(&sorted_flags(&copy.0.flags), flags, "{}.eml", i + 1);
+    }
+    assert_eq!(on2.len(), want.len());
+    assert_eq!(
+        rep.totals.flags_dropped as usize,
+        strings(exp.get("dropped_flags")).len(),
+        "each drop counted:\n{rep}"
     );
 }
