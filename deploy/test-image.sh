@@ -135,7 +135,8 @@ build_binary() {
 
 build_image() {
     log "podman build -f deploy/Containerfile --target prebuilt (runtime: $BASE)"
-    local t=$(date +%s)
+    local t=$(date +%s) old
+    old=$(podman image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)
     podman build --network host -f deploy/Containerfile \
         --target prebuilt \
         --build-arg RUNTIME_IMAGE="$BASE" \
@@ -143,6 +144,10 @@ build_image() {
         -t "$IMAGE" "$STATE/context" >"$STATE/build.log" 2>&1 ||
         { tail -n 30 "$STATE/build.log" >&2; fail "podman build failed (see $STATE/build.log)"; }
     log "image built in $(($(date +%s) - t)) s: $(podman image inspect "$IMAGE" --format '{{.Size}}') bytes"
+    # The previous test image, now untagged, is of no further use (runs would pile them up).
+    if [ -n "$old" ] && [ "$old" != "$(podman image inspect "$IMAGE" --format '{{.Id}}')" ]; then
+        podman rmi "$old" >/dev/null 2>&1 || true
+    fi
     # What the image is: non-root user, exec-form entrypoint, the binary runs in it.
     local user entry
     user=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
