@@ -1603,3 +1603,138 @@ async fn case_br_47_uids_above_2_pow_31_and_open_ranges() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_br_21_nonstandard_backslash_flags_dropped_before_append() {
+    use imapfleet_tests::fake_server::{Config, FakeServer, Folder, Step};
+    // host1 is the scripted fake (Dovecot will not store such flags), host2 the lab's Dovecot.
+    if imapfleet_tests::lab().is_none() {
+        return;
+    }
+    let Some(case) = Case::load("BR-21") else {
+        return;
+    };
+    let user = "user0123";
+    let h2 = case.host("host2");
+    let i2 = h2.instance();
+    i2.wipe(user);
+    // The model: the UIDs, flags and dates of the case's listing, the bodies of its files.
+    let listing = case.file("server/01-listing.s2c");
+    let listing_text = String::from_utf8_lossy(&listing).into_owned();
+    let mut inbox = Folder::new("INBOX");
+    let mut order = Vec::new();
+    for (n, line) in listing_text
+        .lines()
+        .filter(|l| l.starts_with("* "))
+        .enumerate()
+    {
+        let uid: u32 = line
+            .split("UID ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let flags = line
+            .split("FLAGS (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let date = line
+            .split("INTERNALDATE \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let body = case.file(&format!("host1/INBOX/{}.eml", n + 1));
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        inbox.insert(uid, &flags, date, body);
+        order.push(uid);
+    }
+    let steps: Vec<Step> = case.toml["fake_server"]["step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            let server = match st.get("server_file").and_then(|v| v.as_str()) {
+                Some(f) => case.file(f),
+                None => st["server"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            Step {
+                client: st["client"].as_str().unwrap().to_string(),
+                server,
+            }
+        })
+        // The body steps use `{literal:...}`; the model answers body FETCHes with the same bytes.
+        .filter(|st| !String::from_utf8_lossy(&st.server).contains("{literal:"))
+        .collect();
+    let host1 = FakeServer::start(Config {
+        capabilities: "IMAP4rev1 AUTH=PLAIN UIDPLUS".into(),
+        folders: vec![inbox],
+        steps,
+        ..Config::default()
+    })
+    .await;
+    let ep2 = i2.endpoint(user);
+    i2.clear_commands(user);
+    let r = sync_account(
+        &host1.endpoint("host1", user),
+        &ep2,
+        &SyncOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!(r.exit_code(), 0, "{r}");
+    assert_eq!(int(&case, "expected.failed_appends"), 0);
+    assert!(r.errors.is_empty(), "{r}");
+    // Filtered before sending: host2 never saw one of these flags, and never refused anything.
+    let dropped = strs(&case.value("expected.dropped_flags").unwrap());
+    let sent = i2.raw_input(user).to_ascii_lowercase();
+    for f in &dropped {
+        assert!(
+            !sent.contains(&f.to_ascii_lowercase()),
+            "{f} was sent to host2"
+        );
+    }
+    let out = std::fs::read_dir(i2.dir.join("rawlog").join(user))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "out"))
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned())
+        .collect::<String>();
+    assert!(
+        !out.contains(" BAD ") && !out.contains(" NO "),
+        "host2 refused something:\n{out}"
+    );
+    // Each drop counted: one per message here.
+    assert_eq!(r.totals.flags_dropped as usize, dropped.len(), "{r}");
+    let mb = read_mailbox(&ep2).await;
+    let want: Vec<Vec<String>> = case
+        .value("expected.host2_flags")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(strs)
+        .collect();
+    assert_eq!(mb["INBOX"].len(), want.len());
+    for (n, flags) in want.iter().enumerate() {
+        let body = case.file(&format!("host1/INBOX/{}.eml", n + 1));
+        let m = mb["INBOX"]
+            .iter()
+            .find(|m| m.body == body)
+            .unwrap_or_else(|| panic!("message {} missing", n + 1));
+        assert_eq!(
+            m.sorted_flags(),
+            sorted(flags),
+            "message {} (UID {})",
+            n + 1,
+            order[n]
+        );
+    }
+}
