@@ -583,6 +583,68 @@ async fn case_br_26_slash_source_to_inbox_prefix_destination() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_br_26_variant_mixed_case_inbox_from_a_fake_host1() {
+    use imapfleet_tests::fake_server::{Config, FakeServer, Folder, DEFAULT_DATE};
+    // The SmarterMail-like variant: host1 lists `Inbox` and `Inbox/Status` in mixed case.
+    let Some(s) = Setup::new("BR-26", "user0124") else {
+        return;
+    };
+    let variant = s.case.table("variant.smartermail");
+    let list = variant["list_reply"].as_str().unwrap();
+    let names: Vec<String> = list
+        .lines()
+        .filter(|l| l.starts_with("* LIST"))
+        .map(|l| l.rsplit(' ').next().unwrap().trim().to_string())
+        .collect();
+    assert_eq!(names, ["Inbox", "Inbox/Status"]);
+    let folders: Vec<Folder> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut f = Folder::new(n);
+            f.push(&["\\Seen"], DEFAULT_DATE, gen_message("br26-variant", i));
+            f
+        })
+        .collect();
+    let host1 = FakeServer::start(Config {
+        capabilities: "IMAP4rev1 AUTH=PLAIN UIDPLUS".into(),
+        separator: '/',
+        folders,
+        ..Config::default()
+    })
+    .await;
+    let ep1 = host1.endpoint("host1", &s.user);
+    let r = sync_account(
+        &ep1,
+        &s.ep2(),
+        &SyncOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!(r.exit_code(), 0, "{r}");
+    let mb = read_mailbox(&s.ep2()).await;
+    for (f1, f2) in variant["expected_mapping"].as_table().unwrap() {
+        let i = names.iter().position(|n| n == f1).unwrap();
+        let want = gen_message("br26-variant", i);
+        assert_eq!(
+            folder_digests(&mb, f2.as_str().unwrap()),
+            digests([want.as_slice()]),
+            "{f1}"
+        );
+    }
+    assert_eq!(
+        folder_digests(&mb, "INBOX"),
+        digests([gen_message("br26-variant", 0).as_slice()])
+    );
+    assert!(
+        !mb.keys()
+            .any(|k| k.to_ascii_uppercase().starts_with("INBOX.INBOX")),
+        "{:?}",
+        mb.keys()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_br_28_localized_special_folders_without_special_use() {
     let Some(s) = Setup::new("BR-28", "user0110") else {
         return;
