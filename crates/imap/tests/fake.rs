@@ -1021,3 +1021,43 @@ async fn padded_lists_in_select_and_fetch() {
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].flags, vec!["\\Seen", "$Junk"]);
 }
+
+#[tokio::test]
+async fn names_are_utf8_after_enable_utf8_accept() {
+    // BR-46's rule: after `ENABLE UTF8=ACCEPT` LIST names are UTF-8 as they stand ("A&-B" is not
+    // modified UTF-7 then); before it they are decoded as mUTF-7.
+    let list = "* LIST (\\HasNoChildren) \"/\" \"A&-B\"\r\n* LIST (\\HasNoChildren) \"/\" \"Entw&APw-rfe\"\r\n{tag} OK done\r\n";
+    let (port, h) = fake(vec![vec![
+        S("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR ENABLE UTF8=ACCEPT] ready\r\n"),
+        C("AUTHENTICATE PLAIN "),
+        S("{tag} OK [CAPABILITY IMAP4rev1 ENABLE UTF8=ACCEPT] in\r\n"),
+        C("LIST"),
+        S(list),
+        C("ENABLE UTF8=ACCEPT"),
+        S("* ENABLED UTF8=ACCEPT\r\n{tag} OK enabled\r\n"),
+        C("LIST"),
+        S("* LIST (\\HasNoChildren) \"/\" \"A&-B\"\r\n* LIST (\\HasNoChildren) \"/\" {9}\r\nEntwürfe\r\n{tag} OK done\r\n"),
+    ]])
+    .await;
+    let mut s = Session::connect(&ep(port)).await.expect("connect");
+    let before: Vec<String> = s
+        .list()
+        .await
+        .expect("LIST")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(before, vec!["A&B", "Entwürfe"]);
+    assert_eq!(
+        s.enable(&["UTF8=ACCEPT"]).await.expect("ENABLE"),
+        vec!["UTF8=ACCEPT"]
+    );
+    let after = s.list().await.expect("LIST");
+    let names: Vec<(&str, &str)> = after
+        .iter()
+        .map(|e| (e.raw_name.as_str(), e.name.as_str()))
+        .collect();
+    assert_eq!(names, vec![("A&-B", "A&-B"), ("Entwürfe", "Entwürfe")]);
+    drop(s);
+    h.await.expect("server");
+}

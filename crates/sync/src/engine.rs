@@ -789,3 +789,68 @@ fn collect_results(
         }
     }
 }
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_double_follow_hints_and_are_capped() {
+        let opts = SyncOptions {
+            connect_retry_base: Duration::from_millis(300),
+            max_backoff: Duration::from_secs(5),
+            ..SyncOptions::default()
+        };
+        let waits: Vec<u128> = (0..6)
+            .map(|a| retry_wait(&opts, a, None).as_millis())
+            .collect();
+        assert_eq!(waits, vec![300, 600, 1200, 2400, 4800, 5000]);
+        // The server's own hint wins over the doubling, within the cap.
+        assert_eq!(
+            retry_wait(&opts, 0, Some(Duration::from_millis(1750))),
+            Duration::from_millis(1750)
+        );
+        assert_eq!(
+            retry_wait(&opts, 3, Some(Duration::from_secs(299))),
+            Duration::from_secs(5)
+        );
+        // Far attempts neither overflow nor exceed the cap.
+        assert_eq!(retry_wait(&opts, 40, None), Duration::from_secs(5));
+        assert_eq!(retry_wait(&opts, u32::MAX, None), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_refusals_that_may_pass_are_retried() {
+        let busy = ImapError::Connect {
+            addr: "h:143".into(),
+            source: std::io::Error::other("not an IMAP greeting: 421 Server is busy"),
+        };
+        let bye = ImapError::ConnectionLost {
+            command: "greeting".into(),
+            detail: "BYE Too many connections".into(),
+        };
+        let timeout = ImapError::Timeout {
+            command: "greeting".into(),
+            secs: 60,
+        };
+        let limit = ImapError::No {
+            command: "LOGIN".into(),
+            code: Some("LIMIT".into()),
+            text: "Maximum number of connections from user+IP exceeded".into(),
+        };
+        for e in [&busy, &bye, &timeout, &limit] {
+            assert!(transient_connect_error(e), "{e}");
+        }
+        let auth = ImapError::Auth {
+            user: "u".into(),
+            reason: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+        };
+        let tls = ImapError::Tls {
+            addr: "h:143".into(),
+            reason: "certificate expired".into(),
+        };
+        for e in [&auth, &tls] {
+            assert!(!transient_connect_error(e), "{e}");
+        }
+    }
+}
