@@ -210,11 +210,13 @@ pub struct SyncArgs {
     /// nothing there unless --force-delete. With --dry, shows what would be deleted.
     #[arg(long)]
     pub delete2: bool,
-    /// Carry out --delete2 even when its safety guard refuses.
-    #[arg(long = "force-delete", requires = "delete2")]
+    /// Carry out --delete2, --delete2duplicates and --delete2folders even when their safety guard
+    /// refuses.
+    #[arg(long = "force-delete")]
     pub force_delete: bool,
-    /// Most of a host2 folder one pass of --delete2 may delete, in percent (default 50).
-    #[arg(long = "delete2-max-percent", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    /// Most of a host2 folder one pass of --delete2 may delete, in percent (default 50); for
+    /// --delete2folders, the most of host2's folders. Also --max-delete-share.
+    #[arg(long = "delete2-max-percent", alias = "max-delete-share", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub delete2_max_percent: Option<u32>,
     /// With --delete2: move the messages to host2's Trash (its \Trash special-use folder, else
     /// "Trash", "Deleted Items"...) instead of expunging them.
@@ -228,6 +230,36 @@ pub struct SyncArgs {
     /// other folders and only its messages that no other host1 folder holds are copied.
     #[arg(long = "copy-all-folder")]
     pub copy_all_folder: bool,
+    /// Delete host2's extra copies of a message (same identity headers): host2 keeps as many
+    /// copies as host1 has, at least one. Guarded like --delete2.
+    #[arg(long)]
+    pub delete2duplicates: bool,
+    /// After the sync, delete the host2 folders that no host1 folder maps to (never INBOX, never a
+    /// parent of a kept folder). Guarded: more than --delete2-max-percent of host2's folders, or a
+    /// host1 with nothing but INBOX, deletes nothing unless --force-delete. Try it with --dry first.
+    #[arg(long)]
+    pub delete2folders: bool,
+    /// With --delete2folders: only host2 folders matching this regex (repeatable; decoded names).
+    #[arg(
+        long = "delete2foldersonly",
+        value_name = "REGEX",
+        requires = "delete2folders"
+    )]
+    pub delete2foldersonly: Vec<String>,
+    /// With --delete2folders: never host2 folders matching this regex (repeatable).
+    #[arg(
+        long = "delete2foldersbutnot",
+        value_name = "REGEX",
+        requires = "delete2folders"
+    )]
+    pub delete2foldersbutnot: Vec<String>,
+    /// Move semantics: once a host1 message is confirmed on host2, flag it \Deleted on host1 and
+    /// expunge it (UID EXPUNGE). Not together with --delete2.
+    #[arg(long, conflicts_with = "delete2")]
+    pub delete1: bool,
+    /// Expunge each host1 folder (its messages flagged \Deleted) before syncing it.
+    #[arg(long)]
+    pub expunge1: bool,
     /// Directory of the saved sync state (one file per account pair; default $IMAPFLEET_STATE_DIR,
     /// else ~/.local/state/imapfleet). With it, a re-run skips unchanged folders and reads only
     /// what changed.

@@ -110,6 +110,23 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
         opts.delete2_chunk = n as usize;
     }
     opts.copy_all_folder = a.copy_all_folder;
+    opts.plan.delete2_duplicates = a.delete2duplicates;
+    opts.delete1 = a.delete1;
+    opts.expunge1 = a.expunge1;
+    if a.delete2folders {
+        let rules = imapfleet_sync::engine::FolderDeletion {
+            only: a.delete2foldersonly.clone(),
+            but_not: a.delete2foldersbutnot.clone(),
+        };
+        rules.validate().map_err(UsageError)?;
+        opts.delete2_folders = Some(rules);
+    }
+    if a.force_delete && !(a.delete2 || a.delete2duplicates || a.delete2folders) {
+        return Err(UsageError(
+            "--force-delete needs --delete2, --delete2duplicates or --delete2folders".into(),
+        )
+        .into());
+    }
     opts.plan.max_size = a.maxsize;
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;
     opts.plan.not_after = a.minage.map(days_ago).transpose()?;

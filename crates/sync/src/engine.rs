@@ -22,7 +22,9 @@ mod api;
 mod batch;
 mod deletions;
 mod delta;
+mod finish;
 mod folder;
+mod folders2;
 mod pass;
 mod refine;
 mod refused;
@@ -42,6 +44,7 @@ use crate::report::{AccountReport, ErrorClass, FolderReport, SyncError};
 
 pub use api::{prepare_account, sync_folder_slice, Prepared, SliceBudget, SliceOutcome};
 pub use batch::{batches, flag_fallbacks, group_by_flags, uid_set};
+pub use folders2::FolderDeletion;
 
 /// Everything that shapes one account sync. `Default` gives imapsync's defaults.
 #[derive(Debug, Clone)]
@@ -100,6 +103,13 @@ pub struct SyncOptions {
     /// `--copy-all-folder`: copy host1's `\All` folder (Gmail's All Mail) in full. By default it
     /// is synced after the other folders and contributes only the messages none of them holds.
     pub copy_all_folder: bool,
+    /// `--delete1`: move semantics: host1 messages confirmed on host2 are flagged `\Deleted` and
+    /// expunged (UID EXPUNGE). Never together with `--delete2`.
+    pub delete1: bool,
+    /// `--expunge1`: expunge each host1 folder (what its user flagged `\Deleted`) before reading it.
+    pub expunge1: bool,
+    /// `--delete2folders`: delete host2 folders no host1 folder maps to (after the sync).
+    pub delete2_folders: Option<FolderDeletion>,
 }
 
 impl Default for SyncOptions {
@@ -130,6 +140,9 @@ impl Default for SyncOptions {
             delete2_trash: false,
             delete2_chunk: deletions::DEFAULT_DELETE2_CHUNK,
             copy_all_folder: false,
+            delete1: false,
+            expunge1: false,
+            delete2_folders: None,
         }
     }
 }
@@ -332,6 +345,9 @@ pub(crate) async fn map_account(
     let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
     let map = map_folders(&h1, &h2, &opts.mapping)
         .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
+    if opts.delete2_folders.is_some() {
+        statuses.host1 = Some(h1);
+    }
     Ok((map, h2, statuses))
 }
 
@@ -635,7 +651,7 @@ async fn run_account(
         pair.logout().await;
         return;
     }
-    let (map, _h2, statuses) = match map_account(&mut pair, opts).await {
+    let (map, h2, statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             report.errors.push(e);
@@ -724,6 +740,9 @@ async fn run_account(
     }
     results.extend(unchanged);
     collect_results(report, &map, results);
+    if let Some(h1) = &statuses.host1 {
+        folders2::delete_folders(ep2, h1, &h2, opts, report).await;
+    }
 }
 
 /// The jobs, largest host1 folder first (by STATUS MESSAGES), so the biggest folder does not start

@@ -70,6 +70,9 @@ pub struct PlanOptions {
     pub resync_flags: bool,
     /// List host2 messages absent from host1 for deletion (`--delete2`).
     pub delete2: bool,
+    /// List host2's extra copies of a message for deletion (`--delete2duplicates`): per identity
+    /// key, host2 keeps as many copies as host1 has (at least one).
+    pub delete2_duplicates: bool,
     /// Skip host1 messages larger than this many bytes (`--maxsize`).
     pub max_size: Option<u32>,
     /// Only messages with INTERNALDATE at or after this instant (`--maxage`).
@@ -88,6 +91,7 @@ impl Default for PlanOptions {
         PlanOptions {
             resync_flags: true,
             delete2: false,
+            delete2_duplicates: false,
             max_size: None,
             not_before: None,
             not_after: None,
@@ -208,7 +212,39 @@ pub fn plan_folder(host1: &FolderSide, host2: &FolderSide, opts: &PlanOptions) -
             plan.deletions2.push(p2.msg.uid);
         }
     }
+    if opts.delete2_duplicates && !opts.delete2 {
+        plan.deletions2 = duplicates2(&h2, &paired2, opts);
+    }
     plan
+}
+
+/// `--delete2duplicates`: host2's unpaired copies of a key host2 holds more than once, keeping as
+/// many copies as host1 has, and at least one (the lowest UID) when host1 has none. Inside the
+/// run's size and age window only, like `delete2`. Ascending UIDs.
+fn duplicates2(h2: &[Prepared], paired2: &[bool], opts: &PlanOptions) -> Vec<u32> {
+    let mut by_key: BTreeMap<&IdentityKey, (usize, Vec<usize>)> = BTreeMap::new();
+    for (j, p) in h2.iter().enumerate() {
+        let e = by_key.entry(&p.msg.key).or_default();
+        if paired2[j] {
+            e.0 += 1;
+        } else {
+            e.1.push(j);
+        }
+    }
+    let mut out = Vec::new();
+    for (paired, unpaired) in by_key.into_values() {
+        // h2 is in UID order, so `unpaired` is too: the first one stays when host1 has no copy.
+        let keep = usize::from(paired == 0);
+        out.extend(
+            unpaired
+                .into_iter()
+                .skip(keep)
+                .filter(|&j| window_skip(h2[j].msg, opts).is_none())
+                .map(|j| h2[j].msg.uid),
+        );
+    }
+    out.sort_unstable();
+    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -785,6 +785,7 @@ fn arb_opts() -> impl Strategy<Value = PlanOptions> {
             |(resync_flags, delete2, copy_deleted, max_size, not_before)| PlanOptions {
                 resync_flags,
                 delete2,
+                delete2_duplicates: resync_flags ^ copy_deleted,
                 max_size,
                 not_before,
                 not_after: None,
@@ -854,6 +855,7 @@ proptest! {
     #[test]
     fn nothing_is_deleted_without_delete2((host1, host2, mut opts) in arb_case()) {
         opts.delete2 = false;
+        opts.delete2_duplicates = false;
         prop_assert!(plan_folder(&host1, &host2, &opts).deletions2.is_empty());
     }
 
@@ -891,6 +893,42 @@ proptest! {
             prop_assert!(!c.flags.iter().chain(&c.dropped_flags).any(|f| f.eq_ignore_ascii_case("\\Recent")));
         }
     }
+}
+
+#[test]
+fn delete2duplicates_keeps_as_many_copies_as_host1_and_at_least_one() {
+    // host1: a once, b twice, c never; host2: a three times, b three times, c twice, d once.
+    let host1 = side(vec![m(1, "a"), m(2, "b"), m(3, "b")]);
+    let host2 = dovecot(vec![
+        m(10, "a"),
+        m(11, "a"),
+        m(12, "a"),
+        m(13, "b"),
+        m(14, "b"),
+        m(15, "b"),
+        m(16, "c"),
+        m(17, "c"),
+        m(18, "d"),
+    ]);
+    let opts = PlanOptions {
+        delete2_duplicates: true,
+        ..PlanOptions::default()
+    };
+    let plan = plan_folder(&host1, &host2, &opts);
+    assert_eq!(plan.deletions2, vec![11, 12, 15, 17]);
+    assert!(plan.copies.is_empty());
+    // With delete2 as well, everything unpaired goes (d and both c included).
+    let both = PlanOptions {
+        delete2: true,
+        ..opts.clone()
+    };
+    assert_eq!(
+        plan_folder(&host1, &host2, &both).deletions2,
+        vec![11, 12, 15, 16, 17, 18]
+    );
+    // Nothing is deleted when host2 holds no duplicate.
+    let single = dovecot(vec![m(10, "a"), m(13, "b"), m(18, "d")]);
+    assert!(plan_folder(&host1, &single, &opts).deletions2.is_empty());
 }
 
 #[test]

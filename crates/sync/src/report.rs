@@ -185,6 +185,10 @@ pub struct FolderReport {
     pub skipped_elsewhere: u64,
     /// host2 messages deleted by `--delete2` (in a dry run: that would be).
     pub deleted2: u64,
+    /// host1 messages deleted by `--delete1` once confirmed on host2 (in a dry run: that would be).
+    pub deleted1: u64,
+    /// host1 messages flagged `\Deleted` expunged by `--expunge1` (in a dry run: that would be).
+    pub expunged1: u64,
     /// host2 messages whose flags were replaced by host1's.
     pub flags_updated: u64,
     /// Extra copies on host1 of a message already seen in the folder (same identity).
@@ -226,6 +230,8 @@ pub struct Totals {
     pub skipped_deleted: u64,
     pub skipped_elsewhere: u64,
     pub deleted2: u64,
+    pub deleted1: u64,
+    pub expunged1: u64,
     pub flags_updated: u64,
     pub duplicates_host1: u64,
     pub vanished_host1: u64,
@@ -257,6 +263,8 @@ impl Totals {
             t.skipped_deleted += f.skipped_deleted;
             t.skipped_elsewhere += f.skipped_elsewhere;
             t.deleted2 += f.deleted2;
+            t.deleted1 += f.deleted1;
+            t.expunged1 += f.expunged1;
             t.flags_updated += f.flags_updated;
             t.duplicates_host1 += f.duplicates_host1;
             t.vanished_host1 += f.vanished_host1;
@@ -292,6 +300,8 @@ pub struct AccountReport {
     /// in this process).
     pub commands1: std::collections::BTreeMap<String, u64>,
     pub commands2: std::collections::BTreeMap<String, u64>,
+    /// host2 folders (decoded names) deleted by `--delete2folders` (in a dry run: that would be).
+    pub deleted_folders2: Vec<String>,
 }
 
 impl AccountReport {
@@ -474,6 +484,27 @@ impl fmt::Display for AccountReport {
                 f,
                 "Messages deleted on host2 (--delete2)   : {}",
                 t.deleted2
+            )?;
+        }
+        if t.deleted1 > 0 {
+            writeln!(
+                f,
+                "Messages deleted on host1 (--delete1)   : {}",
+                t.deleted1
+            )?;
+        }
+        if t.expunged1 > 0 {
+            writeln!(
+                f,
+                "Messages expunged on host1 (--expunge1) : {}",
+                t.expunged1
+            )?;
+        }
+        if !self.deleted_folders2.is_empty() {
+            writeln!(
+                f,
+                "Folders deleted on host2 (--delete2folders): {}",
+                self.deleted_folders2.join(", ")
             )?;
         }
         writeln!(

@@ -70,7 +70,7 @@ pub(crate) async fn delete2(
     rep: &mut FolderReport,
     errs: &mut Vec<SyncError>,
 ) -> Result<u64, Fail> {
-    if !opts.plan.delete2 || plan.deletions2.is_empty() {
+    if !(opts.plan.delete2 || opts.plan.delete2_duplicates) || plan.deletions2.is_empty() {
         return Ok(0);
     }
     let uids = match allowed(plan, side1, side2, opts, folder) {

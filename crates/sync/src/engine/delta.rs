@@ -35,11 +35,13 @@ use crate::state::{
     RecordedCounts, SideStatus, StateError, StateHandle, StoredFolder, FORMAT_VERSION,
 };
 
-/// Statuses of every folder from LIST-STATUS (raw name -> status), per side.
+/// What the listing found besides the mapping: every folder's status from LIST-STATUS (raw name
+/// -> status) per side, and host1's facts when `--delete2folders` needs them.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Statuses {
     pub(crate) one: HashMap<String, StatusInfo>,
     pub(crate) two: HashMap<String, StatusInfo>,
+    pub(crate) host1: Option<crate::mapping::SideFacts>,
 }
 
 /// The saved state of one account during a run.
@@ -193,7 +195,9 @@ impl AccountState {
             && rec.side2.is_some()
             && ps.intents.is_none()
             && !pair.create
-            && opts.plan.not_after.is_none();
+            && opts.plan.not_after.is_none()
+            // host1's \All folder is planned with the other folders' keys: it is always read.
+            && (opts.copy_all_folder || !super::allmail::is_all(pair));
         ok.then_some(rec)
     }
 
@@ -302,7 +306,12 @@ impl AccountState {
 /// Fingerprint of everything that decides whether a folder needs work: the plan options and the
 /// engine's own deletion options.
 pub(crate) fn run_fingerprint(opts: &SyncOptions) -> String {
-    plan_fingerprint(&opts.plan)
+    format!(
+        "{}:delete1={}:expunge1={}",
+        plan_fingerprint(&opts.plan),
+        opts.delete1,
+        opts.expunge1
+    )
 }
 
 /// The status a SELECT gives, as a record side (`None` without UIDVALIDITY or UIDNEXT).

@@ -7,7 +7,7 @@
 use imapfleet_imap::SelectInfo;
 use tracing::{debug, info};
 
-use super::delta::{self, side_status, PairState};
+use super::delta::{self, PairState};
 use super::folder::{
     assumed_new_folder_side, copy_messages, duplicates, fail, folder_side, host2_side,
     message_errors, read_side, update_flags, Fail,
@@ -112,15 +112,18 @@ pub(crate) async fn sync_folder(
         .zip(rec.and_then(|r| r.side2.as_ref()))
         .map(|(c, r)| (&c.side2, r));
     let read1 = async {
-        let info = s1.select(&pair.raw1, true).await.map_err(fail(
+        // SELECTed only when --delete1/--expunge1 ask to write there.
+        let write1 = super::finish::writes_host1(opts);
+        let info = s1.select(&pair.raw1, !write1).await.map_err(fail(
             Side::Host1,
             ErrorClass::Select,
             name1,
-            "EXAMINE",
+            if write1 { "SELECT" } else { "EXAMINE" },
         ))?;
+        let (info, expunged) = super::finish::expunge1(s1, pair, info, opts).await?;
         let (msgs, how) =
             read_side_saved(s1, Side::Host1, &info, saved1, &opts.identity, name1).await?;
-        Ok::<_, Fail>((info, msgs, how))
+        Ok::<_, Fail>((info, msgs, how, expunged))
     };
     let read2 = async {
         if opts.dry_run && pair.create {
@@ -138,7 +141,8 @@ pub(crate) async fn sync_folder(
         Ok(Some((info, msgs, how)))
     };
     let (r1, r2) = tokio::join!(read1, read2);
-    let (info1, msgs1, how1) = r1?;
+    let (info1, msgs1, how1, expunged1) = r1?;
+    rep.expunged1 += expunged1;
     rep.host1_messages = u64::from(info1.exists);
     // Pessimistic until the plan says otherwise: if host2 failed, these are unaccounted for.
     rep.missing_on_host2 = u64::from(info1.exists);
@@ -211,6 +215,7 @@ pub(crate) async fn sync_folder(
             errs,
         )
         .await?;
+        super::finish::dry_run_host1(&plan, plan1, opts, rep);
         rep.synced = true;
         return Ok(());
     }
@@ -247,58 +252,18 @@ pub(crate) async fn sync_folder(
     rep.synced = true;
     info!(folder = name1, to = %pair.name2, transferred = appended, vanished, missing, deleted2, "folder synced");
 
-    // Save what this pass saw. host2 was written to: read back everything that changed since
-    // its SELECT, after taking its STATUS (see `delta`).
-    if let (Some(st), Some(info2)) = (state, info2) {
-        let (Some(rec1), Some(sel2)) = (side_status(&info1), side_status(&info2)) else {
-            debug!(
-                folder = name1,
-                "no UIDVALIDITY/UIDNEXT from SELECT: nothing saved"
-            );
-            return Ok(());
-        };
-        let wrote2 = !plan.flag_updates.is_empty() || !copies.is_empty() || deleted2 > 0;
-        let (rec2, side2) = if wrote2 {
-            let now = p.s2.delta_status(&pair.raw2).await.map_err(fail(
-                Side::Host2,
-                ErrorClass::Select,
-                name1,
-                "STATUS",
-            ))?;
-            let Some(now2) = SideStatus::from_status(&now) else {
-                return Ok(());
-            };
-            let msgs2 = delta::read_changes(
-                &mut p.s2,
-                Side::Host2,
-                &side2.messages,
-                &sel2,
-                now2.messages,
-                &opts.identity,
-                name1,
-            )
-            .await?;
-            (
-                now2,
-                FolderSide {
-                    messages: msgs2,
-                    ..side2
-                },
-            )
-        } else {
-            (sel2, side2)
-        };
-        let replan = plan_folder(&side1, &side2, &plan_opts);
-        let clean = replan.is_empty();
-        let counts = delta::recorded_counts(&side1, &side2, &replan);
-        let record = delta::record(st, pair, rec1, Some(rec2), clean, counts);
-        let cache = MessageCache {
-            map: replan.matched.clone(),
-            side1,
-            side2,
-        };
-        st.save(&ps.key, &record, &cache).await;
-        debug!(folder = name1, clean, "sync state saved");
-    }
-    Ok(())
+    // --delete1 on what host2 now confirms, then save what this pass saw (the sides it wrote to
+    // are read back first: see `delta`).
+    let wrote2 = !plan.flag_updates.is_empty() || !copies.is_empty() || deleted2 > 0;
+    let seen = super::finish::Seen {
+        pair,
+        ps: &ps,
+        info1,
+        side1,
+        info2,
+        side2,
+        plan_opts: &plan_opts,
+        wrote2,
+    };
+    super::finish::finish(ctx, p, seen, rep, errs).await
 }

@@ -268,9 +268,10 @@ pub fn identity_fingerprint(cfg: &IdentityConfig) -> String {
 /// skipping (messages enter its window as time passes); `--maxage` does not (they only leave it).
 pub fn plan_fingerprint(p: &PlanOptions) -> String {
     format!(
-        "v1:resync={}:delete2={}:deleted={}:maxsize={:?}:maxage={}:minage={}",
+        "v1:resync={}:delete2={}:dups2={}:deleted={}:maxsize={:?}:maxage={}:minage={}",
         p.resync_flags,
         p.delete2,
+        p.delete2_duplicates,
         p.copy_deleted,
         p.max_size,
         p.not_before.is_some(),
