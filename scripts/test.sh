@@ -13,4 +13,6 @@ eval "$(scripts/lab.sh env | sed 's/^/export /')"
 # Real-world corpus and bug-report cases, when present beside the project (CI has them).
 if [ -d ../shared/corpus ]; then export IMAPFLEET_CORPUS=${IMAPFLEET_CORPUS:-$(cd ../shared/corpus && pwd)}; fi
 
+# The lab tests run the `imapfleet` binary as a subprocess: build every binary first (a clean clone has none).
+cargo build --workspace --locked --bins
 cargo test --workspace --locked "$@"

@@ -157,7 +157,7 @@ pub fn bin() -> PathBuf {
     let p = dir.join("imapfleet");
     assert!(
         p.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: build it first (`cargo build --workspace --bins`) or run `scripts/test.sh`",
         p.display()
     );
     p

@@ -15,6 +15,8 @@
 
 pub mod queue;
 pub mod lock;
+pub mod crypto;
+pub mod limits;
 pub mod batch;
 pub mod task;
 pub mod state;
@@ -23,6 +25,4 @@ pub mod http;
 pub mod worker;
 pub mod dispatcher;
 pub mod run;
-pub mod crypto;
-pub mod limits;
 pub mod syncstate;
