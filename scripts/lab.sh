@@ -15,7 +15,7 @@
 # host1: 127.0.0.1:1143 (plain + STARTTLS), 127.0.0.1:1993 (implicit TLS); Maildir++, separator "."
 # host2: 127.0.0.1:2143 (plain + STARTTLS), 127.0.0.1:2993 (implicit TLS); Maildir LAYOUT=fs, separator "/"
 # host3: 127.0.0.1:3143 / 3993; Courier/cPanel-like: separator ".", every folder under the prefix "INBOX."
-# Users user0001 .. user0300, password "secret" (test accounts on loopback only).
+# Users user0001 .. user2000, password "secret" (test accounts on loopback only).
 # "awkward" has the password in $LAB_DIR/awkward.pass (quotes, backslash, {5}, spaces, non-ASCII).
 # Master user "admin" (password "adminsecret"): log in as "user0001*admin", or SASL PLAIN with
 # authzid=user0001, authcid=admin.
@@ -40,7 +40,7 @@
 set -euo pipefail
 
 LAB_DIR=${IMAPFLEET_LAB_DIR:-/dev/shm/imapfleet-lab}
-USERS=${IMAPFLEET_LAB_USERS:-300}
+USERS=${IMAPFLEET_LAB_USERS:-2000}
 AWKWARD_PASS='quo"te\back {5} (x) pass word*§ü'
 MAIL_USER=imapfleet-vmail
 
