@@ -177,6 +177,27 @@ fn check_host2_files(s: &Setup, mb: &BTreeMap<String, Vec<cases::Stored>>, table
     }
 }
 
+/// Check `expected.mapping`: each host1 folder (one case file each) landed, byte-identical, in the
+/// host2 folder the case names.
+fn check_mapping(s: &Setup, mb: &BTreeMap<String, Vec<cases::Stored>>) {
+    for (f1, f2) in s.case.table("expected.mapping") {
+        let f2 = f2.as_str().expect("host2 folder name");
+        let files: Vec<String> = s
+            .case
+            .folder_files("host1", &f1, '/')
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(files.len(), 1, "{}: case files of {f1}", s.case.id);
+        assert_eq!(
+            folder_digests(mb, f2),
+            file_digests(&s.case, &files),
+            "{}: {f1} -> {f2}",
+            s.case.id
+        );
+    }
+}
+
 /// A run that changed nothing on host2: no write command at all, nothing counted as done.
 fn assert_quiet(s: &Setup, r: &AccountReport, what: &str) {
     assert_eq!(r.exit_code(), 0, "{}: {what}:\n{r}", s.case.id);
@@ -556,21 +577,7 @@ async fn case_br_26_slash_source_to_inbox_prefix_destination() {
     let r = s.run(&opts).await;
     assert_eq!(r.exit_code(), 0, "first run:\n{r}");
     let mb = read_mailbox(&s.ep2()).await;
-    for (f1, f2) in s.case.table("expected.mapping") {
-        let f2 = f2.as_str().unwrap();
-        let files: Vec<String> = s
-            .case
-            .folder_files("host1", &f1, '/')
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
-        assert_eq!(files.len(), 1, "case files of {f1}");
-        assert_eq!(
-            folder_digests(&mb, f2),
-            file_digests(&s.case, &files),
-            "{f1} -> {f2}"
-        );
-    }
+    check_mapping(&s, &mb);
     let all2 = cases::list_raw(&s.ep2()).await;
     assert!(
         !all2
@@ -655,21 +662,7 @@ async fn case_br_28_localized_special_folders_without_special_use() {
     let r = s.run(&opts).await;
     assert_eq!(r.exit_code(), 0, "first run:\n{r}");
     let mb = read_mailbox(&s.ep2()).await;
-    for (f1, f2) in s.case.table("expected.mapping") {
-        let f2 = f2.as_str().unwrap();
-        let files: Vec<String> = s
-            .case
-            .folder_files("host1", &f1, '/')
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
-        assert_eq!(files.len(), 1, "case files of {f1}");
-        assert_eq!(
-            folder_digests(&mb, f2),
-            file_digests(&s.case, &files),
-            "{f1} -> {f2}"
-        );
-    }
+    check_mapping(&s, &mb);
     let all2 = cases::list_raw(&s.ep2()).await;
     assert!(
         !all2.iter().any(|n| n.starts_with("Posta") || n == "Bozze"),

@@ -5,62 +5,36 @@
 //!
 //! Users: user0226..user0231.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use imapfleet_imap::{Endpoint, Session, StoreMode};
 use imapfleet_mailgen::MailboxSpec;
 use imapfleet_sync::engine::{sync_account, FolderDeletion, NoProgress, SyncOptions};
 use imapfleet_sync::report::{AccountReport, ErrorClass};
-use imapfleet_sync::state::{file::FileState, StateHandle};
 use imapfleet_sync::verify::verify_account;
-use imapfleet_tests::{append_raw, bin, count, lab, snapshot, Snapshot};
+use imapfleet_tests::{
+    append_raw, bin, count, fill_host1_with, lab, small_spec, snapshot, state_dir, with_state,
+    Snapshot,
+};
 
-fn state_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("imapfleet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn with_state(dir: &PathBuf) -> SyncOptions {
-    SyncOptions {
-        state: Some(StateHandle::new(
-            Arc::new(FileState::new(dir).expect("state dir")),
-            0,
-        )),
-        ..SyncOptions::default()
-    }
-}
-
+/// No \Deleted-flagged, duplicate or header-less messages: counts stay exact.
 fn spec(seed: u64, folders: usize, messages: usize) -> MailboxSpec {
     MailboxSpec {
-        seed,
-        folders,
-        messages,
-        target_bytes: messages as u64 * 3_000,
-        min_message_bytes: 1_000,
-        max_message_bytes: 6_000,
-        big_messages: 0,
-        // No \Deleted-flagged, duplicate or header-less messages: counts stay exact.
         no_message_id_per_mille: 0,
         duplicate_id_per_mille: 0,
         exact_duplicate_per_mille: 0,
-        ..MailboxSpec::small()
+        ..small_spec(seed, folders, messages)
     }
 }
 
 async fn fill(ep: &Endpoint, spec: &MailboxSpec) {
-    let mut s = Session::connect(ep).await.expect("connect");
-    let folders = spec.generate().map(|mut f| {
+    fill_host1_with(ep, spec, |mut f| {
         for m in &mut f.messages {
             m.flags.retain(|f| f != "\\Deleted");
         }
         f
-    });
-    imapfleet_mailgen::fill(&mut s, '.', folders)
-        .await
-        .expect("fill host1");
-    s.logout().await;
+    })
+    .await;
 }
 
 async fn run(ep1: &Endpoint, ep2: &Endpoint, opts: &SyncOptions) -> AccountReport {

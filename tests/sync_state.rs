@@ -5,52 +5,26 @@
 //! Users: user0220..user0225.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use imapfleet_imap::{Endpoint, Session, StoreMode};
 use imapfleet_mailgen::MailboxSpec;
 use imapfleet_sync::engine::{sync_account, NoProgress, SyncOptions};
 use imapfleet_sync::report::AccountReport;
-use imapfleet_sync::state::{file::FileState, StateHandle};
+use imapfleet_sync::state::file::FileState;
 use imapfleet_sync::verify::verify_account;
-use imapfleet_tests::{count, lab, snapshot};
+use imapfleet_tests::{
+    count, fill_host1_with, lab, small_spec as spec, snapshot, state_dir, with_state,
+};
 
-/// A fresh state directory for one test.
-fn state_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("imapfleet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn with_state(dir: &PathBuf) -> SyncOptions {
-    SyncOptions {
-        state: Some(StateHandle::new(
-            Arc::new(FileState::new(dir).expect("state dir")),
-            0,
-        )),
-        ..SyncOptions::default()
-    }
+async fn fill(ep: &Endpoint, spec: &MailboxSpec) {
+    fill_host1_with(ep, spec, |f| f).await;
 }
 
 async fn run(ep1: &Endpoint, ep2: &Endpoint, opts: &SyncOptions) -> AccountReport {
     let r = sync_account(ep1, ep2, opts, Arc::new(NoProgress)).await;
     assert_eq!(r.exit_code(), 0, "{r}");
     r
-}
-
-/// A mailbox of `messages` generated messages in `folders` folders (seed gives distinct ids).
-fn spec(seed: u64, folders: usize, messages: usize) -> MailboxSpec {
-    MailboxSpec {
-        seed,
-        folders,
-        messages,
-        target_bytes: messages as u64 * 3_000,
-        min_message_bytes: 1_000,
-        max_message_bytes: 6_000,
-        big_messages: 0,
-        ..MailboxSpec::small()
-    }
 }
 
 /// Messages of a spec not flagged `\Deleted` (those are not copied).
@@ -63,14 +37,6 @@ fn live(spec: &MailboxSpec) -> u64 {
                 .count() as u64
         })
         .sum()
-}
-
-async fn fill(ep: &Endpoint, spec: &MailboxSpec) {
-    let mut s = Session::connect(ep).await.expect("connect host1");
-    imapfleet_mailgen::fill(&mut s, '.', spec.generate())
-        .await
-        .expect("fill host1");
-    s.logout().await;
 }
 
 /// SELECTs, EXAMINEs and FETCHes in a report's command counts, per side.

@@ -237,3 +237,53 @@ pub async fn append_raw(ep: &Endpoint, folder: &str, messages: &[Vec<u8>]) {
     }
     s.logout().await;
 }
+
+/// A fresh, empty state directory for one test (unique per test name and process).
+pub fn state_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("imapfleet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Default sync options with saved state in the file backend under `dir` (no fencing: token 0).
+pub fn with_state(dir: &std::path::Path) -> imapfleet_sync::engine::SyncOptions {
+    imapfleet_sync::engine::SyncOptions {
+        state: Some(imapfleet_sync::state::StateHandle::new(
+            std::sync::Arc::new(
+                imapfleet_sync::state::file::FileState::new(dir).expect("state dir"),
+            ),
+            0,
+        )),
+        ..imapfleet_sync::engine::SyncOptions::default()
+    }
+}
+
+/// A small generated mailbox: `messages` messages of 1–6 kB in `folders` folders, no big ones;
+/// `seed` gives distinct Message-Ids.
+pub fn small_spec(seed: u64, folders: usize, messages: usize) -> imapfleet_mailgen::MailboxSpec {
+    imapfleet_mailgen::MailboxSpec {
+        seed,
+        folders,
+        messages,
+        target_bytes: messages as u64 * 3_000,
+        min_message_bytes: 1_000,
+        max_message_bytes: 6_000,
+        big_messages: 0,
+        ..imapfleet_mailgen::MailboxSpec::small()
+    }
+}
+
+/// APPEND a generated mailbox to host1 (separator '.'), as `transform` leaves each folder.
+pub async fn fill_host1_with(
+    ep: &Endpoint,
+    spec: &imapfleet_mailgen::MailboxSpec,
+    transform: impl FnMut(imapfleet_mailgen::GenFolder) -> imapfleet_mailgen::GenFolder,
+) {
+    let mut s = imapfleet_imap::Session::connect(ep)
+        .await
+        .expect("connect host1");
+    imapfleet_mailgen::fill(&mut s, '.', spec.generate().map(transform))
+        .await
+        .expect("fill host1");
+    s.logout().await;
+}

@@ -12,7 +12,10 @@ fn imapfleet() -> Command {
 
 #[test]
 fn version_names_the_program() {
-    let out = imapfleet().arg("--version").output().expect("run imapfleet");
+    let out = imapfleet()
+        .arg("--version")
+        .output()
+        .expect("run imapfleet");
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("imapfleet "), "{text}");
@@ -23,7 +26,15 @@ fn delete1_with_delete2_is_a_usage_error_before_any_connection() {
     // Port 9 (discard) on loopback: nothing answers there, so a connection attempt would fail with a
     // different class; the usage check must come first.
     let out = imapfleet()
-        .args(["sync", "--host1", "127.0.0.1", "--port1", "9", "--user1", "a"])
+        .args([
+            "sync",
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            "9",
+            "--user1",
+            "a",
+        ])
         .args(["--host2", "127.0.0.1", "--port2", "9", "--user2", "b"])
         .args(["--delete1", "--delete2"])
         .env("IMAPFLEET_PASSWORD1", "x")
@@ -37,6 +48,9 @@ fn delete1_with_delete2_is_a_usage_error_before_any_connection() {
 
 #[test]
 fn unknown_option_is_a_usage_error() {
-    let out = imapfleet().args(["sync", "--no-such-option"]).output().expect("run imapfleet");
+    let out = imapfleet()
+        .args(["sync", "--no-such-option"])
+        .output()
+        .expect("run imapfleet");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
