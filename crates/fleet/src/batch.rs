@@ -198,6 +198,21 @@ pub fn parse_batch(text: &str, format: BatchFormat, defaults: &str) -> Batch {
             return batch;
         }
     };
+    // Default options are checked once on their own, so that their problems are not blamed on
+    // every line of the file.
+    if !default_tokens.is_empty() {
+        let mut probe = BTreeMap::new();
+        for k in ["host1", "user1", "password1", "host2", "user2", "password2"] {
+            probe.insert(k.to_string(), "x".to_string());
+        }
+        if let Err(e) = build_account(probe, &default_tokens) {
+            batch.errors.push(BatchError {
+                line: 0,
+                reason: format!("default options (--defaults): {e}"),
+            });
+            return batch;
+        }
+    }
     let rows: Vec<(usize, Result<BatchAccount, String>)> = match format {
         BatchFormat::Imapsync => parse_imapsync(text, &default_tokens),
         BatchFormat::Csv => match parse_csv(text, &default_tokens) {
@@ -760,16 +775,32 @@ fn build_account(
     let mut o = AccountOptions::default();
     let mut sec: [Vec<&'static str>; 2] = [Vec::new(), Vec::new()];
 
-    let mut it = tokens.iter();
-    while let Some(tok) = it.next() {
+    let mut it = tokens.iter().enumerate().peekable();
+    while let Some((word, tok)) = it.next() {
         let Some(body) = tok.strip_prefix("--").or_else(|| tok.strip_prefix('-')) else {
-            problems.push(format!("unexpected {tok:?} (options start with --)"));
+            // Never echoed: a ';' inside a password splits it, and its tail lands here.
+            problems.push(format!(
+                "unexpected text in the options field (word {}, {} characters, not shown: it may be \
+                 part of a password; options start with --, and a password cannot hold ';' in this format)",
+                word + 1,
+                tok.chars().count()
+            ));
             continue;
         };
         let (name, inline) = match body.split_once('=') {
             Some((n, v)) => (n.to_ascii_lowercase(), Some(v.to_string())),
             None => (body.to_ascii_lowercase(), None),
         };
+        if is_secret_option(&name) {
+            problems.push(format!(
+                "--{name}: secrets do not belong in the options field (a password goes in the line's \
+                 password field); its value is not shown"
+            ));
+            if inline.is_none() && it.peek().is_some_and(|(_, t)| !t.starts_with('-')) {
+                it.next();
+            }
+            continue;
+        }
         let Some(kind) = option_kind(&name) else {
             problems.push(format!("unknown option --{name}"));
             continue;
@@ -786,7 +817,7 @@ fn build_account(
             (OptKind::Flag, None) => None,
             (OptKind::Value, Some(v)) => Some(v),
             (OptKind::Value, None) => match it.next() {
-                Some(v) => Some(v.clone()),
+                Some((_, v)) => Some(v.clone()),
                 None => {
                     problems.push(format!("--{name} needs a value"));
                     continue;
@@ -924,8 +955,33 @@ fn build_account(
             options: o,
         })
     } else {
-        Err(problems.join("; "))
+        let text = problems.join("; ");
+        Err(scrub_passwords(
+            text,
+            &[s1.password.expose(), s2.password.expose()],
+        ))
     }
+}
+
+/// Names of options that carry a secret (`--password1`, `--passfile2`, `--oauthaccesstoken1`,
+/// `--secret-key` ...): never accepted in a batch line's options, and their values never shown.
+fn is_secret_option(name: &str) -> bool {
+    let n = name.trim_end_matches(['1', '2']);
+    n != "passfile"
+        && ["pass", "secret", "token", "oauth"]
+            .iter()
+            .any(|w| n.contains(w))
+}
+
+/// Last guard of the rule that a batch error never shows a password: any occurrence of the line's
+/// passwords (3 characters or more; shorter ones would mangle every message) is replaced.
+fn scrub_passwords(mut text: String, passwords: &[&str]) -> String {
+    for p in passwords {
+        if p.chars().count() >= 3 && text.contains(p) {
+            text = text.replace(p, "(password)");
+        }
+    }
+    text
 }
 
 fn push_regex(list: &mut Vec<String>, name: &str, v: String, problems: &mut Vec<String>) {

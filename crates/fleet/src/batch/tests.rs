@@ -107,7 +107,14 @@ fn malformed_lines() {
         ("h1;u;p;h2;u;p;--maxage soon;", "--maxage"),
         ("h1;u;p;h2;u;p;--timeout 0;", "--timeout"),
         ("h1;u;p;h2;u;p;--folder \"INBOX;", "unclosed"),
-        ("h1;u;p;h2;u;p;stray;", "unexpected \"stray\""),
+        (
+            "h1;u;p;h2;u;p;stray;",
+            "unexpected text in the options field (word 1, 5 characters",
+        ),
+        (
+            "h1;u;p;h2;u;p;--password1 x;",
+            "--password1: secrets do not belong",
+        ),
         ("h1;u;p;h2;u;p;--passfile1 /x;", "carries its password"),
         ("h1;u;p;h2;u;p;--ssl1=maybe;", "yes/no"),
     ];
@@ -147,6 +154,57 @@ fn passwords_never_appear_in_errors() {
     let b = imapsync("h1;u;S3cr3t-pw;h2;u;An0ther;\n");
     let dbg = format!("{:?}", b.accounts);
     assert!(!dbg.contains("S3cr3t") && !dbg.contains("An0ther"), "{dbg}");
+}
+
+/// The whole kind: whatever is wrong with a line, no password of it (nor a secret put among its
+/// options, nor one in the default options) is shown in an error.
+#[test]
+fn no_secret_in_any_batch_error() {
+    let cases = [
+        // A ';' inside password1 shifts every later field: the tail of password2 lands in options.
+        (
+            "h1;u;pa;ss1word;h1;u;Hunter2pw;",
+            vec!["ss1word", "Hunter2pw"],
+        ),
+        ("h1;u;p1x;h2;u;p2x;--password1 Zq9Leak2;", vec!["Zq9Leak2"]),
+        ("h1;u;p1x;h2;u;p2x;--password2=Zq9Leak3;", vec!["Zq9Leak3"]),
+        (
+            "h1;u;p1x;h2;u;p2x;--oauthaccesstoken1 tok-Zq9;",
+            vec!["tok-Zq9"],
+        ),
+        // Bad options next to the passwords: the passwords are not quoted back.
+        (
+            "h1;u;S3cr3t;h2 x;u;An0ther;--port1 S3cr3t;",
+            vec!["S3cr3t", "An0ther"],
+        ),
+        (
+            "h1;u;S3cr3t;h2;u;An0ther;--folder;",
+            vec!["S3cr3t", "An0ther"],
+        ),
+    ];
+    for (line, secrets) in cases {
+        let b = imapsync(line);
+        let e = errors(&b);
+        assert!(!e.is_empty(), "{line:?} was accepted");
+        for msg in &e {
+            for sec in &secrets {
+                assert!(!msg.contains(sec), "{line:?}: {sec:?} shown in {msg:?}");
+            }
+        }
+    }
+    // A secret in the default options: reported once, as the defaults' problem, not shown.
+    let b = parse_batch(
+        "h1;u;p;h2;u;p;\nh1;v;p;h2;v;p;\n",
+        BatchFormat::Imapsync,
+        "--password2 Zq9Leak",
+    );
+    let e = errors(&b);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("default options (--defaults): --password2"),
+        "{e:?}"
+    );
+    assert!(!e[0].contains("Zq9Leak"), "{e:?}");
 }
 
 #[test]
