@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod host;
 mod keeper;
 pub mod memory;
 pub mod redis;
