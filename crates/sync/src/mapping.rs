@@ -178,6 +178,21 @@ pub enum MappingError {
     },
     #[error("bad --f1f2 {0:?}: expected a=b")]
     BadF1f2(String),
+    /// A folder named with `--folder` that host1 does not list: a typo, the other side's
+    /// separator or the encoded form, or a folder since deleted. Never silently "0 folders".
+    #[error(
+        "--folder {}: no such folder on host1 (its separator is {sep:?}; give the decoded name, \
+         e.g. {example:?})",
+        names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+    )]
+    NoSuchFolder {
+        names: Vec<String>,
+        sep: char,
+        example: String,
+    },
+    /// An empty pattern matches every folder: `--exclude ""` would exclude them all.
+    #[error("{option} \"\": an empty pattern matches every folder")]
+    EmptyPattern { option: &'static str },
 }
 
 impl FolderMap {
@@ -231,6 +246,28 @@ pub fn map_folders(
     opts: &MappingOptions,
 ) -> Result<FolderMap, MappingError> {
     let rules = Rules::compile(opts)?;
+    let missing: Vec<String> = opts
+        .folders
+        .iter()
+        .filter(|f| !h1.folders.iter().any(|e| same_name(f, &e.name)))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let sep = h1.separator.unwrap_or('.');
+        let example = h1
+            .folders
+            .iter()
+            .map(|e| e.name.as_str())
+            .find(|n| n.contains(sep))
+            .or_else(|| h1.folders.first().map(|e| e.name.as_str()))
+            .unwrap_or("INBOX")
+            .to_string();
+        return Err(MappingError::NoSuchFolder {
+            names: missing,
+            sep,
+            example,
+        });
+    }
     let automap = if opts.automap {
         AutoMap::build(h1, h2)
     } else {
@@ -325,6 +362,9 @@ impl<'a> Rules<'a> {
 }
 
 fn compile_all(option: &'static str, exprs: &[String]) -> Result<Vec<Regex>, MappingError> {
+    if exprs.iter().any(String::is_empty) {
+        return Err(MappingError::EmptyPattern { option });
+    }
     exprs
         .iter()
         .map(|e| {

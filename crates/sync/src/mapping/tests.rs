@@ -967,3 +967,62 @@ fn merged_targets_are_visible() {
     );
     assert_eq!(m.creates, vec!["INBOX.COMPTA", "INBOX.Other"]);
 }
+
+#[test]
+fn folder_option_naming_a_folder_host1_lacks_is_an_error() {
+    let h1 = side('.', "", names('.', &["INBOX", "Projects", "Projects.2024"]));
+    let h2 = side('/', "", vec![]);
+    // The right name (any INBOX case) maps.
+    let ok = MappingOptions {
+        folders: vec!["Projects.2024".into(), "inbox".into()],
+        ..MappingOptions::default()
+    };
+    assert_eq!(map(&h1, &h2, &ok).pairs.len(), 2);
+    // host2's separator, a typo, an encoded form: named in the error, with host1's separator.
+    for wrong in ["Projects/2024", "Projets", "&ZeVnLIqe-"] {
+        let opts = MappingOptions {
+            folders: vec!["INBOX".into(), wrong.into()],
+            ..MappingOptions::default()
+        };
+        let err = map_folders(&h1, &h2, &opts).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, MappingError::NoSuchFolder { .. }), "{text}");
+        assert!(text.contains(&format!("{wrong:?}")), "{text}");
+        assert!(
+            !text.contains("\"INBOX\","),
+            "only the missing ones: {text}"
+        );
+        assert!(
+            text.contains("'.'") && text.contains("Projects.2024"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_pattern_is_refused_for_each_option() {
+    let h1 = side('.', "", names('.', &["INBOX", "Junk"]));
+    let h2 = side('.', "", vec![]);
+    for (opts, option) in [
+        (
+            MappingOptions {
+                exclude: vec!["^Junk".into(), String::new()],
+                ..MappingOptions::default()
+            },
+            "--exclude",
+        ),
+        (
+            MappingOptions {
+                include: vec![String::new()],
+                ..MappingOptions::default()
+            },
+            "--include",
+        ),
+    ] {
+        let err = map_folders(&h1, &h2, &opts).unwrap_err().to_string();
+        assert!(
+            err.starts_with(option) && err.contains("empty pattern"),
+            "{err}"
+        );
+    }
+}
