@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = Settings::load(cli.config.as_deref(), &long_options())?;
     match cli.command {
         Command::Sync(a) => commands::sync(&settings, a).await,
         Command::Verify(a) => commands::verify(&settings, a).await,
@@ -52,6 +52,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(a) => fleet_cmd::status(&settings, a).await,
         Command::Run(a) => fleet_cmd::run(&settings, a).await,
     }
+}
+
+/// Every long option name of every subcommand (`dry`, `delete2`, ...).
+fn long_options() -> Vec<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut names: Vec<String> = cmd
+        .get_subcommands()
+        .chain([&cmd])
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Logs go to stderr; the level comes from `--log`, else `RUST_LOG`, else `info` for our crates.
@@ -68,6 +83,8 @@ fn init_logging(filter: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log redirected to a file gets no escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

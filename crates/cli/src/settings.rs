@@ -34,25 +34,59 @@ pub struct SideValues {
 }
 
 impl SideValues {
-    /// Field by field: `self` where set, else `fallback`.
+    /// Field by field: `self` where set, else `fallback`; except that the credential
+    /// (`password`, `passfile`, `oauthaccesstoken`) and the TLS mode (`ssl`, `tls`, `notls`) are
+    /// each one choice: when `self` makes it, none of `fallback`'s parts of it count (a
+    /// `--passfile1` on the command line beats `IMAPFLEET_PASSWORD1`; `--notls1` beats
+    /// `ssl1 = true` in the file).
     fn or(self, fallback: SideValues) -> SideValues {
+        let own_secret =
+            self.password.is_some() || self.passfile.is_some() || self.oauthaccesstoken.is_some();
+        let own_tls = self.ssl.is_some() || self.tls.is_some() || self.notls.is_some();
         SideValues {
             host: self.host.or(fallback.host),
             port: self.port.or(fallback.port),
             user: self.user.or(fallback.user),
-            password: self.password.or(fallback.password),
-            passfile: self.passfile.or(fallback.passfile),
+            password: self.password.or(fallback.password.filter(|_| !own_secret)),
+            passfile: self.passfile.or(fallback.passfile.filter(|_| !own_secret)),
             authuser: self.authuser.or(fallback.authuser),
             authmech: self.authmech.or(fallback.authmech),
-            oauthaccesstoken: self.oauthaccesstoken.or(fallback.oauthaccesstoken),
-            ssl: self.ssl.or(fallback.ssl),
-            tls: self.tls.or(fallback.tls),
-            notls: self.notls.or(fallback.notls),
+            oauthaccesstoken: self
+                .oauthaccesstoken
+                .or(fallback.oauthaccesstoken.filter(|_| !own_secret)),
+            ssl: self.ssl.or(fallback.ssl.filter(|_| !own_tls)),
+            tls: self.tls.or(fallback.tls.filter(|_| !own_tls)),
+            notls: self.notls.or(fallback.notls.filter(|_| !own_tls)),
             cafile: self.cafile.or(fallback.cafile),
             insecure: self.insecure.or(fallback.insecure),
             sep: self.sep.or(fallback.sep),
             prefix: self.prefix.or(fallback.prefix),
         }
+    }
+
+    /// Two credentials given at one level (both `--password1` and `--passfile1`, say) are a
+    /// usage error: which one was meant cannot be guessed.
+    fn check_one_secret(&self, n: u8, level: &str) -> Result<()> {
+        let given: Vec<&str> = [
+            (self.password.is_some(), "password"),
+            (self.passfile.is_some(), "passfile"),
+            (self.oauthaccesstoken.is_some(), "oauthaccesstoken"),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| name)
+        .collect();
+        if given.len() > 1 {
+            return usage(format!(
+                "{level}: give one of {} for host{n}, not several",
+                given
+                    .iter()
+                    .map(|g| format!("{g}{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -67,39 +101,215 @@ fn usage<T>(msg: impl Into<String>) -> Result<T> {
 
 /// Config file and environment, loaded once.
 pub struct Settings {
+    /// File and environment merged (the environment wins key by key).
     cfg: Config,
+    /// The two layers apart, for the per-side values whose groups (credential, TLS mode) must
+    /// not be mixed across layers.
+    layers: Option<Box<(Settings, Settings)>>,
+}
+
+/// Per-side keys (`host1`, `passfile2`, ...), read from the config file and `IMAPFLEET_*`.
+const SIDE_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "password",
+    "passfile",
+    "authuser",
+    "authmech",
+    "oauthaccesstoken",
+    "ssl",
+    "tls",
+    "notls",
+    "cafile",
+    "insecure",
+    "sep",
+    "prefix",
+];
+
+/// Every other key the program reads from the config file and `IMAPFLEET_*`. Anything else in
+/// the config file is refused: a `dry = true` that is silently ignored would write to host2.
+const KEYS: &[&str] = &[
+    "timeout",
+    "connections",
+    "connect_retries",
+    "max_backoff",
+    "statedir",
+    "metrics_addr",
+    "batch_defaults",
+    "slice_bytes",
+    "slice_messages",
+    "max_attempts",
+    "lease_ttl",
+    "max_connections_per_host",
+    "max_connections_per_account",
+    "state_ttl",
+    "concurrency",
+    "workers",
+    "amqp_url",
+    "redis_url",
+    "queue",
+];
+
+/// `IMAPFLEET_*` variables that are read directly (not settings) or belong to the test scripts.
+const ENV_ONLY: &[&str] = &[
+    "config",
+    "secret_key",
+    "secret_key_file",
+    "state_dir",
+    "lock_dir",
+    "lab",
+    "services",
+    "corpus",
+    "image_test",
+    "metrics_sample",
+];
+
+/// The top-level keys of a config layer.
+fn top_keys(cfg: &Config) -> Vec<String> {
+    cfg.clone()
+        .try_deserialize::<std::collections::HashMap<String, config::Value>>()
+        .map(|m| m.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// Is `key` a setting the program reads?
+fn is_known(key: &str) -> bool {
+    KEYS.contains(&key)
+        || key
+            .strip_suffix(['1', '2'])
+            .is_some_and(|base| SIDE_KEYS.contains(&base))
+}
+
+/// The config file's or environment's keys that are not settings. `options` are the command
+/// line's long option names (`dry`, `delete2`...), to say where such a value must go instead.
+fn check_keys<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+    from_env: bool,
+    options: &[String],
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for key in keys {
+        if is_known(key) || (from_env && ENV_ONLY.contains(&key)) {
+            continue;
+        }
+        let as_option = key.replace('_', "-");
+        let is_option = options.iter().any(|o| *o == as_option);
+        let name = if from_env {
+            format!("IMAPFLEET_{}", key.to_ascii_uppercase())
+        } else {
+            format!("key `{key}`")
+        };
+        match (is_option, from_env) {
+            (true, _) => problems.push(format!(
+                "{name}: --{as_option} is only read from the command line; give it there"
+            )),
+            // Other IMAPFLEET_* variables may belong to other tools or scripts.
+            (false, true) => {}
+            (false, false) => problems.push(format!("{name}: not a setting")),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut known: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+    known.extend(SIDE_KEYS.iter().map(|k| format!("{k}1/2")));
+    usage(format!(
+        "{} (settings read: {})",
+        problems.join("; "),
+        known.join(", ")
+    ))
+}
+
+/// A config crate error without the quoted source lines a TOML parse error carries: the line
+/// that failed to parse may hold a password.
+fn sanitize_config_error(e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            let t = l.trim_start();
+            // Snippet lines look like `2 | password1 = "...`, ` |` and `  ^^^`.
+            !(t.starts_with('|')
+                || t.starts_with('^')
+                || t.split_once(" |")
+                    .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok())
+                || t.is_empty())
+        })
+        .collect();
+    kept.join(": ")
 }
 
 impl Settings {
-    /// Load `path` (or `$IMAPFLEET_CONFIG`, or `./imapfleet.toml` when present) and the environment.
-    pub fn load(path: Option<&Path>) -> Result<Settings> {
+    /// Load `path` (or `$IMAPFLEET_CONFIG`, or `./imapfleet.toml` when present) and the
+    /// environment. `options` are the command line's long option names: a config key or
+    /// `IMAPFLEET_*` variable named like one that is not a setting is a usage error, never ignored.
+    pub fn load(path: Option<&Path>, options: &[String]) -> Result<Settings> {
         let explicit = path
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("IMAPFLEET_CONFIG").map(PathBuf::from));
-        let mut builder = Config::builder();
-        match &explicit {
-            Some(p) => {
-                builder = builder.add_source(
-                    File::from(p.as_path())
-                        .format(FileFormat::Toml)
-                        .required(true),
-                );
-            }
-            None => {
-                builder = builder
-                    .add_source(File::new("imapfleet.toml", FileFormat::Toml).required(false));
-            }
-        }
-        builder = builder.add_source(Environment::with_prefix("IMAPFLEET").try_parsing(true));
-        let cfg = builder.build().context("reading the configuration")?;
-        Ok(Settings { cfg })
+        let file = match &explicit {
+            Some(p) => File::from(p.as_path())
+                .format(FileFormat::Toml)
+                .required(true),
+            None => File::new("imapfleet.toml", FileFormat::Toml).required(false),
+        };
+        let shown = explicit
+            .as_deref()
+            .unwrap_or(Path::new("imapfleet.toml"))
+            .display()
+            .to_string();
+        // The file alone first: its keys are checked, and a parse error is told without the
+        // offending line (it may hold a password).
+        let from_file = Config::builder()
+            .add_source(file.clone())
+            .build()
+            .map_err(|e| {
+                UsageError(format!(
+                    "config file {shown}: {}",
+                    sanitize_config_error(&e)
+                ))
+            })?;
+        let file_keys = top_keys(&from_file);
+        check_keys(file_keys.iter().map(String::as_str), false, options)
+            .with_context(|| format!("config file {shown}"))?;
+        let env = Environment::with_prefix("IMAPFLEET").try_parsing(true);
+        let env_keys = Config::builder()
+            .add_source(env.clone())
+            .build()
+            .map(|c| top_keys(&c))
+            .unwrap_or_default();
+        check_keys(env_keys.iter().map(String::as_str), true, options)?;
+        let env_only = Config::builder()
+            .add_source(env.clone())
+            .build()
+            .map_err(|e| UsageError(format!("environment: {}", sanitize_config_error(&e))))?;
+        let cfg = Config::builder()
+            .add_source(file)
+            .add_source(env)
+            .build()
+            .map_err(|e| UsageError(format!("configuration: {}", sanitize_config_error(&e))))?;
+        let layer = |cfg| Settings { cfg, layers: None };
+        Ok(Settings {
+            cfg,
+            layers: Some(Box::new((layer(env_only), layer(from_file)))),
+        })
     }
 
     pub fn string(&self, key: &str) -> Option<String> {
+        debug_assert!(
+            is_known(key),
+            "setting {key} is missing from settings::KEYS"
+        );
         self.cfg.get_string(key).ok()
     }
 
     fn boolean(&self, key: &str) -> Result<Option<bool>> {
+        debug_assert!(
+            is_known(key),
+            "setting {key} is missing from settings::KEYS"
+        );
         match self.cfg.get_bool(key) {
             Ok(b) => Ok(Some(b)),
             Err(config::ConfigError::NotFound(_)) => Ok(None),
@@ -109,6 +319,10 @@ impl Settings {
 
     /// An unsigned number setting (`timeout`, `connections`, ...).
     pub fn number(&self, key: &str) -> Result<Option<u64>> {
+        debug_assert!(
+            is_known(key),
+            "setting {key} is missing from settings::KEYS"
+        );
         match self.cfg.get_int(key) {
             Ok(n) if n >= 0 => Ok(Some(n as u64)),
             Ok(n) => usage(format!("setting {key}: {n} is negative")),
@@ -117,8 +331,23 @@ impl Settings {
         }
     }
 
-    /// The side `n` (1 or 2) values from the environment and the config file.
+    /// The side `n` (1 or 2) values from the environment, then the config file.
     fn side(&self, n: u8) -> Result<SideValues> {
+        match &self.layers {
+            Some(layers) => {
+                let (env, file) = &**layers;
+                let env = env.side_values(n)?;
+                env.check_one_secret(n, "environment")?;
+                let file = file.side_values(n)?;
+                file.check_one_secret(n, "config file")?;
+                Ok(env.or(file))
+            }
+            None => self.side_values(n),
+        }
+    }
+
+    /// The side `n` values of this layer.
+    fn side_values(&self, n: u8) -> Result<SideValues> {
         let k = |name: &str| format!("{name}{n}");
         let port = match self.number(&k("port"))? {
             Some(p) if p <= u16::MAX as u64 => Some(p as u16),
@@ -162,6 +391,7 @@ impl Settings {
                  prefer --passfile{n} or IMAPFLEET_PASSWORD{n}"
             );
         }
+        cli.check_one_secret(n, "command line")?;
         let v = cli.or(self.side(n)?);
         let timeout = match timeout {
             Some(t) => t,
@@ -285,6 +515,116 @@ mod tests {
             password: Some("p".into()),
             ..Default::default()
         }
+    }
+
+    fn opts() -> Vec<String> {
+        ["dry", "delete2", "justlogin", "host1", "folder"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn config_keys_that_are_options_but_not_settings_are_refused() {
+        check_keys(
+            ["host1", "passfile2", "timeout", "amqp_url"],
+            false,
+            &opts(),
+        )
+        .unwrap();
+        for key in ["dry", "justlogin", "delete2"] {
+            let err = check_keys([key], false, &opts()).unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some());
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "key `{key}`: --{key} is only read from the command line"
+                )),
+                "{text}"
+            );
+        }
+        let err = check_keys(["dryy"], false, &opts())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key `dryy`: not a setting") && err.contains("timeout"),
+            "{err}"
+        );
+        // The environment: options named are refused, unrelated IMAPFLEET_* variables pass.
+        let err = check_keys(["dry"], true, &opts()).unwrap_err().to_string();
+        assert!(err.contains("IMAPFLEET_DRY: --dry is only read"), "{err}");
+        check_keys(
+            ["lab", "test_child_key", "secret_key", "password1"],
+            true,
+            &opts(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_config_parse_error_does_not_quote_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, "host1 = \"h\"\npassword1 = \"Zq9TomlPw\n").unwrap();
+        let err = Settings::load(Some(&f), &opts())
+            .err()
+            .expect("a parse error");
+        let text = format!("{err:#}");
+        assert!(!text.contains("Zq9TomlPw"), "{text}");
+        assert!(text.contains("line 2"), "the position is told: {text}");
+        assert!(err.downcast_ref::<UsageError>().is_some(), "{text}");
+    }
+
+    #[test]
+    fn a_dry_key_in_the_config_file_is_refused_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "host1 = \"h\"\ndry = true\n").unwrap();
+        let err = Settings::load(Some(&f), &opts()).err().expect("refused");
+        assert!(format!("{err:#}").contains("key `dry`"), "{err:#}");
+    }
+
+    #[test]
+    fn the_credential_and_the_tls_mode_are_each_one_choice() {
+        let file = SideValues {
+            password: Some("from-env".into()),
+            ssl: Some(true),
+            port: Some(993),
+            ..Default::default()
+        };
+        let cli = SideValues {
+            passfile: Some("/run/pw".into()),
+            notls: Some(true),
+            ..Default::default()
+        };
+        let v = cli.or(file);
+        assert_eq!(
+            v.password, None,
+            "--passfile on the command line beats the env password"
+        );
+        assert_eq!(v.passfile.as_deref(), Some(Path::new("/run/pw")));
+        assert_eq!(
+            (v.ssl, v.notls),
+            (None, Some(true)),
+            "--notls beats ssl = true"
+        );
+        assert_eq!(v.port, Some(993), "other fields still fall back");
+        // Without a credential of its own, the fallback's is kept whole.
+        let v = SideValues::default().or(SideValues {
+            passfile: Some("/f".into()),
+            ..Default::default()
+        });
+        assert_eq!(v.passfile.as_deref(), Some(Path::new("/f")));
+        // Two credentials at one level: refused, naming both.
+        let both = SideValues {
+            password: Some("p".into()),
+            passfile: Some("/f".into()),
+            ..Default::default()
+        };
+        let err = both
+            .check_one_secret(1, "command line")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password1, passfile1"), "{err}");
     }
 
     #[test]
