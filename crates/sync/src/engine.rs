@@ -25,6 +25,7 @@ mod delta;
 mod finish;
 mod folder;
 mod folders2;
+mod intents;
 mod pass;
 mod refine;
 mod refused;
@@ -91,6 +92,12 @@ pub struct SyncOptions {
     /// Saved sync state (`None`: every folder is read in full, nothing is saved). See
     /// [`crate::state`].
     pub state: Option<crate::state::StateHandle>,
+    /// With saved state: when a pass finds the APPEND intents of an interrupted batch (a killed
+    /// run, a lost connection) and not all of them on host2, how long after the intents were
+    /// written it waits before trusting that the rest never will land (a server may still be
+    /// storing a batch it had fully received when its client died). Default 2 s. See
+    /// `engine::intents`.
+    pub intent_grace: std::time::Duration,
     /// `--force-delete`: carry out `--delete2` even when its safety guard refuses
     /// ([`crate::plan::delete2_guard`]: host1 folder empty, too large a share of host2's folder).
     pub force_delete: bool,
@@ -135,6 +142,7 @@ impl Default for SyncOptions {
             max_backoff: std::time::Duration::from_secs(15 * 60),
             slice: None,
             state: None,
+            intent_grace: std::time::Duration::from_secs(2),
             force_delete: false,
             delete2_max_percent: crate::plan::DEFAULT_DELETE2_MAX_PERCENT,
             delete2_trash: false,

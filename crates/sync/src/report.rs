@@ -211,6 +211,11 @@ pub struct FolderReport {
     pub delta_read: bool,
     /// Times a server refused with "slow down" (throttling) and the folder paused before going on.
     pub throttled: u64,
+    /// APPEND intents of an interrupted batch (a killed run, a lost connection) found pending when
+    /// the folder was read (crash safety, `engine::intents`).
+    pub intents_pending: u64,
+    /// Of those, the messages already on host2 (found by header identity, not appended again).
+    pub intents_landed: u64,
     pub elapsed_secs: f64,
 }
 
@@ -242,6 +247,10 @@ pub struct Totals {
     pub reconnects: u64,
     /// Throttling pauses (see [`FolderReport::throttled`]).
     pub throttled: u64,
+    /// Pending APPEND intents of interrupted batches found, and how many had landed on host2
+    /// (see [`FolderReport::intents_pending`]).
+    pub intents_pending: u64,
+    pub intents_landed: u64,
 }
 
 impl Totals {
@@ -273,6 +282,8 @@ impl Totals {
             t.only_on_host2 += f.only_on_host2;
             t.reconnects += u64::from(f.reconnects);
             t.throttled += f.throttled;
+            t.intents_pending += f.intents_pending;
+            t.intents_landed += f.intents_landed;
         }
         t
     }
@@ -557,6 +568,13 @@ impl fmt::Display for AccountReport {
                 f,
                 "Throttling pauses                       : {}",
                 t.throttled
+            )?;
+        }
+        if t.intents_pending > 0 {
+            writeln!(
+                f,
+                "Interrupted APPENDs resolved            : {} pending, {} already on host2",
+                t.intents_pending, t.intents_landed
             )?;
         }
         writeln!(f, "Detected {} errors", self.errors.len())?;

@@ -54,6 +54,9 @@ pub(crate) struct AccountState {
     checked: Mutex<HashSet<String>>,
     /// host2's UIDVALIDITY and UIDNEXT at this pass's SELECT, per pair (for the intents).
     select2: Mutex<HashMap<String, Select2>>,
+    /// The intents this run wrote (`None`: cleared by a save), per pair: they supersede what was
+    /// loaded, so that a retry after a lost connection resolves its own interrupted batch.
+    intents_now: Mutex<HashMap<String, Option<Intents>>>,
     /// Set after a backend failure: the rest of the run neither reads nor writes state.
     off: AtomicBool,
     /// Fingerprints of this run's options.
@@ -80,6 +83,7 @@ impl AccountState {
             stored: Mutex::new(None),
             checked: Mutex::new(HashSet::new()),
             select2: Mutex::new(HashMap::new()),
+            intents_now: Mutex::new(HashMap::new()),
             off: AtomicBool::new(false),
             identity_fp: identity_fingerprint(&opts.identity),
             plan_fp: run_fingerprint(opts),
@@ -158,9 +162,18 @@ impl AccountState {
                 }
             },
         };
+        let written = self
+            .intents_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
         PairState {
             record: stored.record.as_deref().and_then(FolderRecord::decode),
-            intents: stored.intents.as_deref().and_then(Intents::decode),
+            intents: match written {
+                Some(now) => now,
+                None => stored.intents.as_deref().and_then(Intents::decode),
+            },
             key,
         }
     }
@@ -222,7 +235,6 @@ impl AccountState {
             .insert(key.to_string(), (info.uidvalidity, info.uidnext));
     }
 
-    #[allow(dead_code)] // the APPEND intents (crash safety) use it
     pub(crate) fn select2(&self, key: &str) -> (Option<u32>, Option<u32>) {
         self.select2
             .lock()
@@ -234,7 +246,6 @@ impl AccountState {
 
     /// Write the intents of the APPEND batch about to be sent (`None` clears). A stale fence means
     /// another run owns this folder now: nothing may be appended.
-    #[allow(dead_code)] // the APPEND intents (crash safety) use it
     pub(crate) async fn put_intents(
         &self,
         key: &str,
@@ -251,7 +262,10 @@ impl AccountState {
             .put_intents(&self.account, key, bytes.as_deref(), self.handle.fence)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remember_intents(key, intents.cloned());
+                Ok(())
+            }
             Err(e @ StateError::Stale { .. }) => Err(Fail::Folder(SyncError::folder(
                 ErrorClass::Incomplete,
                 folder,
@@ -264,7 +278,15 @@ impl AccountState {
         }
     }
 
-    /// Save a folder pair's record and cache. Failures are warned (the state is an accelerator).
+    fn remember_intents(&self, key: &str, intents: Option<Intents>) {
+        self.intents_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), intents);
+    }
+
+    /// Save a folder pair's record and cache (which clears its intents). Failures are warned (the
+    /// state is an accelerator).
     pub(crate) async fn save(&self, key: &str, rec: &FolderRecord, cache: &MessageCache) {
         if self.is_off() {
             return;
@@ -273,7 +295,7 @@ impl AccountState {
         if bytes.is_none() {
             debug!(folder = %rec.name1, "message cache not encodable; saving the record only");
         }
-        if let Err(e) = self
+        match self
             .handle
             .store
             .save(
@@ -285,12 +307,13 @@ impl AccountState {
             )
             .await
         {
-            match e {
+            Ok(()) => self.remember_intents(key, None),
+            Err(e) => match e {
                 StateError::Stale { .. } => {
                     warn!(folder = %rec.name1, error = %e, "sync state not saved: another run owns this folder")
                 }
                 e => self.turn_off("saving", &e),
-            }
+            },
         }
     }
 

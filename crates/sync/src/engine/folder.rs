@@ -14,6 +14,7 @@ use tokio::sync::SemaphorePermit;
 use tracing::{debug, warn};
 
 use super::batch::{append_fallbacks, batches, group_by_flags, removed_flags};
+use super::intents::IntentLog;
 use super::{Ctx, Pair, Side};
 use crate::identity::{key_from_fields, key_from_full_header, IdentityConfig, IdentityKey, Keyed};
 use crate::mapping::FolderPair;
@@ -249,12 +250,14 @@ struct Fetched<'a> {
 }
 
 /// Copy the planned messages: host1 FETCH of batch n+1 runs while batch n is APPENDed to host2.
-/// Returns (appended, vanished).
+/// With saved state (`log`), each batch's intents are written durably before it is sent
+/// ([`super::intents`]). Returns (appended, vanished).
 pub(crate) async fn copy_messages(
     ctx: &Ctx<'_>,
     p: &mut Pair,
     pair: &FolderPair,
     copies: &[CopyAction],
+    log: Option<&IntentLog<'_>>,
     rep: &mut FolderReport,
     errs: &mut Vec<SyncError>,
 ) -> Result<(u64, u64), Fail> {
@@ -278,7 +281,7 @@ pub(crate) async fn copy_messages(
             }
         };
         let (a, f) = tokio::join!(
-            append_batch(ctx, s2, pair, copies, batch, rep, errs),
+            append_batch(ctx, s2, pair, copies, batch, log, rep, errs),
             fetch_next
         );
         appended += a?;
@@ -415,13 +418,16 @@ fn record_copied(
 /// APPEND one fetched batch (MULTIAPPEND when host2 offers it; without it, one by one so that a
 /// failure never leaves an unknown part of the batch stored). A refused batch is retried message by
 /// message. Returns how many messages reached host2. Consumes the batch: its memory and budget share
-/// are released as soon as it is appended.
+/// are released as soon as it is appended. With `log`, the batch's intents are written first (one
+/// durable write; a stale fence stops the folder here, before anything is sent).
+#[allow(clippy::too_many_arguments)]
 async fn append_batch(
     ctx: &Ctx<'_>,
     s2: &mut Session,
     pair: &FolderPair,
     copies: &[CopyAction],
     batch: Fetched<'_>,
+    log: Option<&IntentLog<'_>>,
     rep: &mut FolderReport,
     errs: &mut Vec<SyncError>,
 ) -> Result<u64, Fail> {
@@ -440,6 +446,10 @@ async fn append_batch(
     }
     if items.is_empty() {
         return Ok(0);
+    }
+    if let Some(log) = log {
+        log.record(items.iter().map(|(i, _)| copies[*i].uid1), folder)
+            .await?;
     }
     let mut first_error = None;
     if items.len() == 1 || s2.capabilities().has("MULTIAPPEND") {

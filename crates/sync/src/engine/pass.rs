@@ -101,6 +101,8 @@ pub(crate) async fn sync_folder(
         _ => None,
     };
     let rec = ps.record.as_ref();
+    // APPEND intents of an interrupted batch: host2 must be read so that whatever it stored is seen.
+    let pending = super::intents::pending(ps.intents.as_ref());
 
     // Both sides are read at once (two sessions). host1 is only ever EXAMINEd: read-only, no
     // \Recent or \Seen changes. In a dry run host2 is EXAMINEd too, and a folder still to be
@@ -136,6 +138,17 @@ pub(crate) async fn sync_folder(
             name1,
             what,
         ))?;
+        let saved2 = saved2.filter(|(_, since)| {
+            let ok =
+                pending.is_none_or(|i| super::intents::delta_covers(since, i, info.uidvalidity));
+            if !ok {
+                debug!(
+                    folder = name1,
+                    "pending APPEND intents outside the saved host2 state: host2 read in full"
+                );
+            }
+            ok
+        });
         let (msgs, how) =
             read_side_saved(s2, Side::Host2, &info, saved2, &opts.identity, name1).await?;
         Ok(Some((info, msgs, how)))
@@ -146,7 +159,7 @@ pub(crate) async fn sync_folder(
     rep.host1_messages = u64::from(info1.exists);
     // Pessimistic until the plan says otherwise: if host2 failed, these are unaccounted for.
     rep.missing_on_host2 = u64::from(info1.exists);
-    let (side2, info2, how2) = match r2? {
+    let (mut side2, info2, how2) = match r2? {
         Some((info2, msgs2, how2)) => {
             if rep.reconnects == 0 {
                 rep.host2_messages = u64::from(info2.exists);
@@ -156,6 +169,9 @@ pub(crate) async fn sync_folder(
         None => (assumed_new_folder_side(), None, None),
     };
     rep.delta_read = how1 == Read::Delta || how2 == Some(Read::Delta);
+    if let (Some(i), Some(info2)) = (pending, &info2) {
+        super::intents::resolve(ctx, &mut p.s2, i, info2, &mut side2, rep, name1).await?;
+    }
     if let (Some(st), Some(info2)) = (state, &info2) {
         st.set_select2(&ps.key, info2);
     }
@@ -223,7 +239,25 @@ pub(crate) async fn sync_folder(
     update_flags(&mut p.s2, name1, &plan.flag_updates, rep, errs).await?;
     let errors_before = message_errors(errs);
     let copies = super::api::slice_copies(opts, &plan.copies);
-    let (appended, vanished) = copy_messages(ctx, p, pair, copies, rep, errs).await?;
+    // With saved state, each APPEND batch is announced (host1 UID, identity key) before it is sent.
+    let log = match (state, &info2) {
+        (Some(st), Some(_)) if !copies.is_empty() => {
+            let wanted: std::collections::HashSet<u32> = copies.iter().map(|c| c.uid1).collect();
+            Some(super::intents::IntentLog {
+                st,
+                key: &ps.key,
+                select2: st.select2(&ps.key),
+                keys: side1
+                    .messages
+                    .iter()
+                    .filter(|m| wanted.contains(&m.uid))
+                    .map(|m| (m.uid, m.key.0.clone()))
+                    .collect(),
+            })
+        }
+        _ => None,
+    };
+    let (appended, vanished) = copy_messages(ctx, p, pair, copies, log.as_ref(), rep, errs).await?;
     rep.vanished_host1 += vanished;
     let missing = (copies.len() as u64).saturating_sub(appended + vanished);
     rep.missing_on_host2 = missing + (plan.copies.len() - copies.len()) as u64;
