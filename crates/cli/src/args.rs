@@ -37,7 +37,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Fill a mailbox with the project's deterministic generated test mail (for labs and benchmarks).
     Generate(GenerateArgs),
-    /// Check a batch of accounts and enqueue it as a job (RabbitMQ, state in Redis), then exit.
+    /// Check a batch of accounts and enqueue it as a job (RabbitMQ, state in Redis), then exit; with
+    /// --every or --cron, stay up and enqueue a pass of it at each tick.
     Dispatch(DispatchArgs),
     /// Take tasks from the queue and carry them out until SIGTERM.
     Worker(WorkerArgs),
@@ -263,7 +264,7 @@ pub struct SyncArgs {
     /// Directory of the saved sync state (one file per account pair; default $IMAPFLEET_STATE_DIR,
     /// else ~/.local/state/imapfleet). With it, a re-run skips unchanged folders and reads only
     /// what changed.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, alias = "state-dir", value_name = "DIR")]
     pub statedir: Option<PathBuf>,
     /// Neither read nor write saved sync state: compare every folder in full (imapsync's way).
     #[arg(long)]
@@ -356,6 +357,23 @@ pub struct DispatchArgs {
     /// Only check the batch file; enqueue nothing.
     #[arg(long)]
     pub check: bool,
+    /// Stay up and dispatch a pass of the batch every DURATION (24h, 30m, "1h 30m"), the first one
+    /// at once. Each pass is a job named NAME-passN (NAME: --job, else the batch file's name); an
+    /// account whose previous pass still runs is skipped for that pass (`status` says so). The
+    /// batch file is read again at every pass. SIGTERM or SIGINT stops between passes.
+    #[arg(long, value_name = "DURATION", conflicts_with = "cron")]
+    pub every: Option<String>,
+    /// Like --every, at the times a cron expression matches, in the local time zone: 5 fields
+    /// (minute hour day-of-month month day-of-week, e.g. "0 2 * * *"), or 6 with seconds first;
+    /// @daily, @hourly...
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// With --every or --cron: exit after this many passes (default: run until stopped).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: Option<u32>,
+    /// With --every or --cron: serve /metrics, /healthz and /readyz here (default: nothing served).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

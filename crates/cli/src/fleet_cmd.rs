@@ -2,8 +2,13 @@
 //! this process).
 //!
 //! Settings (command line, then `IMAPFLEET_*`, then the config file): `amqp_url`, `redis_url`, `queue`
-//! (task queue name, default `imapfleet.tasks`), `metrics_addr`, `batch_defaults`, `timeout`; the key
-//! sealing passwords from `IMAPFLEET_SECRET_KEY` or `IMAPFLEET_SECRET_KEY_FILE`.
+//! (task queue name, default `imapfleet.tasks`), `metrics_addr`, `batch_defaults`, `timeout`,
+//! `state_ttl` (how long a job's state stays in Redis after its last write: a duration such as
+//! `30d`, or seconds; `off` keeps it for ever; default 30 days); the key sealing passwords from
+//! `IMAPFLEET_SECRET_KEY` or `IMAPFLEET_SECRET_KEY_FILE`.
+//!
+//! `dispatch --every D` / `--cron EXPR` is the long-running scheduler: a pass of the batch at each
+//! tick ([`imapfleet_fleet::schedule`]), until SIGTERM/SIGINT (between passes) or `--passes N`.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +24,7 @@ use imapfleet_fleet::lock::RedisLocks;
 use imapfleet_fleet::metrics::Metrics;
 use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue};
 use imapfleet_fleet::run::{run_embedded, EmbeddedConfig};
+use imapfleet_fleet::schedule::{self, Schedule};
 use imapfleet_fleet::state::{class_by_name, AccountStatus, JobView, RedisState, StateStore};
 use imapfleet_fleet::worker::{Worker, WorkerConfig};
 use imapfleet_sync::report::ErrorClass;
@@ -161,10 +167,29 @@ async fn connect_queue(settings: &Settings, prefetch: u16, max_attempts: u32) ->
         .context("connecting to RabbitMQ")
 }
 
+/// `state_ttl`: a humantime duration or a number of seconds; `off`, `none` or `0`: no expiry.
+fn state_ttl(settings: &Settings) -> Result<Option<Duration>> {
+    let Some(text) = settings.string("state_ttl") else {
+        return Ok(Some(imapfleet_fleet::state::DEFAULT_JOB_TTL));
+    };
+    let t = text.trim();
+    if matches!(t, "off" | "none" | "0" | "") {
+        return Ok(None);
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Some(Duration::from_secs(secs)));
+    }
+    schedule::parse_duration(t)
+        .map(Some)
+        .map_err(|e| UsageError(format!("setting state_ttl: {e}")).into())
+}
+
 async fn connect_state(settings: &Settings) -> Result<RedisState> {
-    RedisState::connect(&redis_url(settings), None)
+    let ttl = state_ttl(settings)?;
+    Ok(RedisState::connect(&redis_url(settings), None)
         .await
-        .context("connecting to Redis")
+        .context("connecting to Redis")?
+        .with_ttl(ttl))
 }
 
 /// SIGTERM or SIGINT cancels the token.
@@ -202,8 +227,22 @@ async fn serve_metrics(
 }
 
 pub async fn dispatch(settings: &Settings, a: DispatchArgs) -> Result<i32> {
+    let plan = match (&a.every, &a.cron) {
+        (Some(e), None) => Some(Schedule::every(e).map_err(|e| UsageError(e.to_string()))?),
+        (None, Some(c)) => Some(Schedule::cron(c).map_err(|e| UsageError(e.to_string()))?),
+        (None, None) => None,
+        (Some(_), Some(_)) => bail!(UsageError("--every and --cron exclude each other".into())),
+    };
+    if plan.is_none() && (a.passes.is_some() || a.metrics_addr.is_some()) {
+        bail!(UsageError(
+            "--passes and --metrics-addr go with --every or --cron".into()
+        ));
+    }
     let batch = load_batch(settings, &a.batch)?;
     let accounts = checked(&batch, &a.batch)?;
+    if let (Some(plan), false) = (plan, a.check) {
+        return scheduled(settings, &a, plan).await;
+    }
     if a.check {
         println!(
             "{}: {} account(s), no error",
@@ -227,6 +266,126 @@ pub async fn dispatch(settings: &Settings, a: DispatchArgs) -> Result<i32> {
         job.id, job.name, job.accounts
     );
     Ok(0)
+}
+
+/// The name of a schedule's passes: `--job`, else the batch file's name without its extension.
+fn schedule_name(a: &DispatchArgs) -> String {
+    a.batch.job.clone().unwrap_or_else(|| {
+        a.batch
+            .accounts
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "schedule".to_string())
+    })
+}
+
+/// Sleep until `at` (wall clock, in steps of at most a minute so a clock change is followed);
+/// false when stopped first.
+async fn sleep_until(at: chrono::DateTime<chrono::Local>, stop: &CancellationToken) -> bool {
+    loop {
+        let left = (at - chrono::Local::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return !stop.is_cancelled();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(left.min(Duration::from_secs(60))) => {}
+            _ = stop.cancelled() => return false,
+        }
+    }
+}
+
+/// `dispatch --every/--cron`: a pass at each tick until stopped or `--passes` are done. A pass
+/// that cannot be enqueued (broker or Redis away) is logged and the next tick tries again; three
+/// in a row end the scheduler with an error.
+async fn scheduled(settings: &Settings, a: &DispatchArgs, plan: Schedule) -> Result<i32> {
+    let name = schedule_name(a);
+    let timeout = default_timeout(settings, &a.batch)?;
+    let key = secret_key()?;
+    let stop = CancellationToken::new();
+    on_signals(stop.clone());
+    let metrics = Metrics::new();
+    let http_stop = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = a
+        .metrics_addr
+        .clone()
+        .filter(|x| !matches!(x.as_str(), "off" | "none" | ""));
+    serve_metrics(addr, &metrics, ready.clone(), http_stop.clone()).await?;
+    let state = Arc::new(connect_state(settings).await?);
+    let queue = Arc::new(connect_queue(settings, 1, WorkerConfig::default().max_attempts).await?);
+    let d = Dispatcher::new(queue.clone(), state, key, metrics.clone());
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(schedule = %name, when = %plan.describe(), passes = ?a.passes, "scheduler started");
+    let mut previous: Option<chrono::DateTime<chrono::Local>> = None;
+    let (mut done, mut failures) = (0u32, 0u32);
+    let result = loop {
+        if stop.is_cancelled() {
+            break Ok(0);
+        }
+        let Some(next) = plan.next_tick(previous.as_ref(), &chrono::Local::now()) else {
+            tracing::info!(schedule = %name, "the cron expression matches no later time");
+            break Ok(0);
+        };
+        metrics
+            .next_pass
+            .with_label_values(&[name.as_str()])
+            .set(next.timestamp());
+        tracing::info!(schedule = %name, at = %next.to_rfc3339(), "next pass");
+        if !sleep_until(next, &stop).await {
+            break Ok(0);
+        }
+        previous = Some(next);
+        // The batch is read again: it may have been edited since the last pass.
+        let batch = match load_batch(settings, &a.batch) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(schedule = %name, error = %format!("{e:#}"), "batch unreadable: no pass this time");
+                continue;
+            }
+        };
+        let accounts = match checked(&batch, &a.batch) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(schedule = %name, error = %e, "batch has bad lines: no pass this time");
+                continue;
+            }
+        };
+        match d.dispatch_pass(accounts, &name, timeout).await {
+            Ok(p) => {
+                failures = 0;
+                println!(
+                    "pass {} job {} ({}): {} account(s) enqueued, {} skipped (previous pass still running)",
+                    p.pass,
+                    p.job.id,
+                    p.job.name,
+                    p.enqueued,
+                    p.skipped.len()
+                );
+                for (account, line, why) in &p.skipped {
+                    println!("  {account} line {line}: skipped: {why}");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(schedule = %name, error = %e, failures, "pass not enqueued");
+                if failures >= 3 {
+                    break Err(anyhow::Error::from(e).context("three passes in a row failed"));
+                }
+            }
+        }
+        done += 1;
+        if a.passes.is_some_and(|n| done >= n) {
+            break Ok(0);
+        }
+    };
+    ready.store(false, Ordering::SeqCst);
+    queue.shutdown().await;
+    http_stop.cancel();
+    tracing::info!(schedule = %name, passes = done, "scheduler stopped");
+    result
 }
 
 pub async fn worker(settings: &Settings, a: WorkerArgs) -> Result<i32> {
@@ -278,7 +437,7 @@ pub async fn worker(settings: &Settings, a: WorkerArgs) -> Result<i32> {
 fn job_exit_code(view: &JobView) -> i32 {
     view.accounts
         .iter()
-        .filter(|a| a.status != AccountStatus::Done)
+        .filter(|a| !matches!(a.status, AccountStatus::Done | AccountStatus::Skipped))
         .map(|a| match a.error_class.as_deref().and_then(class_by_name) {
             Some(c) => (c.precedence(), c.exit_code()),
             None if a.status == AccountStatus::Failed => (12, 1),
@@ -300,8 +459,9 @@ fn human_bytes(b: u64) -> String {
 
 fn print_view(view: &JobView) {
     let s = &view.by_status;
+    let skipped = *s.get("skipped").unwrap_or(&0);
     println!(
-        "job {} ({}), created {}: {} account(s): {} done, {} failed, {} running, {} pending",
+        "job {} ({}), created {}: {} account(s): {} done, {} failed, {} running, {} pending{}",
         view.job.id,
         view.job.name,
         view.job.created,
@@ -310,6 +470,11 @@ fn print_view(view: &JobView) {
         s.get("failed").unwrap_or(&0),
         s.get("running").unwrap_or(&0),
         s.get("pending").unwrap_or(&0),
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
+        }
     );
     for a in &view.accounts {
         let class = a
@@ -334,6 +499,9 @@ fn print_view(view: &JobView) {
             a.totals.skipped,
             a.totals.errors,
         );
+        if let Some(why) = &a.skipped {
+            println!("      skipped: {why}");
+        }
         if a.status == AccountStatus::Failed {
             for e in a.errors.iter().take(3) {
                 let folder = e
@@ -347,12 +515,17 @@ fn print_view(view: &JobView) {
     }
     let t = &view.totals;
     println!(
-        "totals: {} messages copied ({}), {} already there, {} flags updated, {} errors",
+        "totals: {} messages copied ({}), {} already there, {} flags updated, {} errors{}",
         t.transferred,
         human_bytes(t.bytes),
         t.skipped,
         t.flags_updated,
-        t.errors
+        t.errors,
+        if skipped > 0 {
+            format!("; {skipped} account(s) skipped: previous pass still running")
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -360,10 +533,17 @@ pub async fn status(settings: &Settings, a: StatusArgs) -> Result<i32> {
     let state = connect_state(settings).await?;
     let jobs = state.jobs().await?;
     let job = match &a.job {
+        // A job by id or name, else the newest pass of a schedule of that name.
         Some(j) => jobs
             .iter()
             .rev()
             .find(|x| x.id == *j || x.name == *j)
+            .or_else(|| {
+                jobs.iter()
+                    .filter_map(|x| schedule::pass_number(j, &x.name).map(|n| (n, x)))
+                    .max_by_key(|(n, _)| *n)
+                    .map(|(_, x)| x)
+            })
             .cloned()
             .ok_or_else(|| UsageError(format!("no job {j:?}")))?,
         None => match jobs.last() {

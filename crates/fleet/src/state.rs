@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use imapfleet_sync::report::{ErrorClass, FolderReport, SyncError};
@@ -36,7 +37,9 @@ pub enum StateError {
     Corrupt(String, String),
 }
 
-/// Pending (not started), running, done (every folder synced, nothing missing, no error), failed.
+/// Pending (not started), running, done (every folder synced, nothing missing, no error), failed;
+/// skipped: a scheduled pass left the account out because its previous pass still ran
+/// ([`crate::schedule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
@@ -44,6 +47,7 @@ pub enum AccountStatus {
     Running,
     Done,
     Failed,
+    Skipped,
 }
 
 impl AccountStatus {
@@ -53,11 +57,16 @@ impl AccountStatus {
             AccountStatus::Running => "running",
             AccountStatus::Done => "done",
             AccountStatus::Failed => "failed",
+            AccountStatus::Skipped => "skipped",
         }
     }
 
+    /// Nothing more will happen to the account in this job (a skipped account is never enqueued).
     pub fn is_final(self) -> bool {
-        matches!(self, AccountStatus::Done | AccountStatus::Failed)
+        matches!(
+            self,
+            AccountStatus::Done | AccountStatus::Failed | AccountStatus::Skipped
+        )
     }
 }
 
@@ -247,6 +256,9 @@ pub struct AccountRecord {
     pub errors: Vec<ErrorRecord>,
     /// Attempts of the account task that failed and were retried.
     pub retries: u32,
+    /// A scheduled pass left the account out (never enqueued in this job): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// An account as `status` shows it.
@@ -267,6 +279,9 @@ pub struct AccountView {
     pub totals: Counts,
     pub folders: Vec<FolderState>,
     pub errors: Vec<ErrorRecord>,
+    /// Why a scheduled pass left the account out (status `skipped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl AccountView {
@@ -292,7 +307,9 @@ impl AccountView {
             .iter()
             .map(|e| e.class.clone())
             .min_by_key(|c| precedence(c));
-        let status = if !rec.errors.is_empty() {
+        let status = if rec.skipped.is_some() {
+            AccountStatus::Skipped
+        } else if !rec.errors.is_empty() {
             AccountStatus::Failed
         } else if !rec.prepared {
             if rec.started.is_some() {
@@ -328,6 +345,7 @@ impl AccountView {
             totals,
             folders: states,
             errors,
+            skipped: rec.skipped.clone(),
         }
     }
 }
@@ -355,7 +373,7 @@ impl JobView {
             .collect();
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         let mut by_status = BTreeMap::new();
-        for s in ["pending", "running", "done", "failed"] {
+        for s in ["pending", "running", "done", "failed", "skipped"] {
             by_status.insert(s.to_string(), 0);
         }
         let mut totals = Counts::default();
@@ -577,24 +595,50 @@ impl StateStore for MemoryState {
 // ---------------------------------------------------------------------------------------------
 // Redis
 
-/// Check-and-set under a fence: KEYS[1] the job hash; ARGV field, value, fence. The fence of a field
-/// lives beside it (`fence:<field>`); a smaller fence is refused (returns the newest fence + 1 so
-/// that 0 stays "written").
+/// Check-and-set under a fence: KEYS[1] the job hash; ARGV field, value, fence, TTL in seconds
+/// (0: none). The fence of a field lives beside it (`fence:<field>`); a smaller fence is refused
+/// (returns the newest fence + 1 so that 0 stays "written"). A write refreshes the hash's TTL.
 const FENCED_SET: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'fence:' .. ARGV[1]) or '0')
 local fence = tonumber(ARGV[3])
 if fence < cur then return cur + 1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], 'fence:' .. ARGV[1], ARGV[3])
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 0
 ";
 
+/// How long a job's state is kept in Redis after its last write, by default: 30 days.
+pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// A job's index entry is written just before its hash: an entry without a hash younger than this
+/// may be a job being created.
+const INDEX_GRACE: Duration = Duration::from_secs(600);
+
+/// True when a job created at `created` (RFC 3339) is older than `age` at `now` (unknown: false).
+fn older_than(created: &str, age: Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Ok(created) = chrono::DateTime::parse_from_rfc3339(created) else {
+        return false;
+    };
+    let Ok(age) = chrono::Duration::from_std(age) else {
+        return false;
+    };
+    created.with_timezone(&chrono::Utc) + age < now
+}
+
 /// Jobs and their progress in Redis: `imapfleet:jobs` (hash: id -> job JSON) and one hash per job
 /// `imapfleet:job:<id>` with a field per account (`acct:<id>`) and per folder (`folder:<acct>:<n>`).
+///
+/// Job hashes expire `ttl` after their last write (default [`DEFAULT_JOB_TTL`]; every write
+/// refreshes it). The index is a plain hash (Redis 7.0 has no per-field expiry): the entries of
+/// jobs whose hash has expired are left out of [`jobs`] and dropped when a job is created.
+///
+/// [`jobs`]: StateStore::jobs
 #[derive(Clone)]
 pub struct RedisState {
     conn: redis::aio::ConnectionManager,
     prefix: String,
     script: std::sync::Arc<redis::Script>,
+    ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -618,7 +662,61 @@ impl RedisState {
             conn,
             prefix: prefix.unwrap_or("imapfleet").to_string(),
             script: std::sync::Arc::new(redis::Script::new(FENCED_SET)),
+            ttl: Some(DEFAULT_JOB_TTL),
         })
+    }
+
+    /// Keep each job's state `ttl` after its last write (`None`: for ever). Whole seconds, at
+    /// least one.
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> RedisState {
+        self.ttl = ttl.map(|t| t.max(Duration::from_secs(1)));
+        self
+    }
+
+    fn ttl_secs(&self) -> u64 {
+        self.ttl.map_or(0, |t| t.as_secs().max(1))
+    }
+
+    /// Index entries (of `all`: id -> job JSON) whose job hash is gone (expired), past the grace
+    /// of a job being created.
+    async fn expired_entries(
+        &self,
+        all: &HashMap<String, String>,
+    ) -> Result<Vec<String>, StateError> {
+        let now = chrono::Utc::now();
+        let candidates: Vec<&String> = all
+            .iter()
+            .filter(|(_, v)| {
+                decode::<Job>("job", v).is_ok_and(|j| older_than(&j.created, INDEX_GRACE, now))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in &candidates {
+            pipe.cmd("EXISTS").arg(self.job_key(k));
+        }
+        let mut c = self.conn.clone();
+        let exists: Vec<bool> = pipe.query_async(&mut c).await.map_err(backend)?;
+        Ok(candidates
+            .into_iter()
+            .zip(exists)
+            .filter(|(_, e)| !e)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    /// The time left before `job`'s state expires: `None` when it has no TTL or does not exist.
+    pub async fn time_to_live(&self, job: &str) -> Result<Option<Duration>, StateError> {
+        let mut c = self.conn.clone();
+        let secs: i64 = redis::cmd("TTL")
+            .arg(self.job_key(job))
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        Ok((secs >= 0).then(|| Duration::from_secs(secs as u64)))
     }
 
     fn jobs_key(&self) -> String {
@@ -653,6 +751,7 @@ impl RedisState {
             .arg(&field)
             .arg(value)
             .arg(fence.0)
+            .arg(self.ttl_secs())
             .invoke_async(&mut c)
             .await
             .map_err(backend)?;
@@ -690,6 +789,31 @@ impl StateStore for RedisState {
             }
             let _: u64 = cmd.query_async(&mut c).await.map_err(backend)?;
         }
+        if self.ttl.is_some() {
+            if !accounts.is_empty() {
+                let _: bool = redis::cmd("EXPIRE")
+                    .arg(self.job_key(&job.id))
+                    .arg(self.ttl_secs())
+                    .query_async(&mut c)
+                    .await
+                    .map_err(backend)?;
+            }
+            // Drop the index entries of jobs whose state has expired.
+            let all: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.jobs_key())
+                .query_async(&mut c)
+                .await
+                .map_err(backend)?;
+            let old = self.expired_entries(&all).await?;
+            if !old.is_empty() {
+                let _: u64 = redis::cmd("HDEL")
+                    .arg(self.jobs_key())
+                    .arg(&old)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
         Ok(())
     }
 
@@ -700,8 +824,12 @@ impl StateStore for RedisState {
             .query_async(&mut c)
             .await
             .map_err(backend)?;
+        let expired = self.expired_entries(&all).await?;
         let mut jobs = Vec::new();
         for (k, v) in all {
+            if expired.contains(&k) {
+                continue;
+            }
             jobs.push(decode::<Job>(&k, &v)?);
         }
         jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
@@ -803,6 +931,7 @@ mod tests {
             raw2: n.into(),
             name2: n.into(),
             create: false,
+            merged: false,
         }
     }
 
@@ -946,7 +1075,92 @@ mod tests {
             .expect("Redis");
         let mut j = job();
         j.id = crate::task::Job::new(None, 2).id;
-        exercise(&store, j).await;
+        exercise(&store, j.clone()).await;
+        // Job hashes expire: 30 days by default, refreshed by every write.
+        let left = store.time_to_live(&j.id).await.unwrap().expect("a TTL");
+        assert!(
+            left > DEFAULT_JOB_TTL - Duration::from_secs(60) && left <= DEFAULT_JOB_TTL,
+            "{left:?}"
+        );
+        let short = store.clone().with_ttl(Some(Duration::from_secs(100)));
+        let mut j2 = job();
+        j2.id = crate::task::Job::new(None, 1).id;
+        short.create_job(&j2, &[rec("a00001")]).await.unwrap();
+        let left = short.time_to_live(&j2.id).await.unwrap().expect("a TTL");
+        assert!(
+            left <= Duration::from_secs(100) && left > Duration::from_secs(90),
+            "{left:?}"
+        );
+        // A fenced write refreshes it to the store's TTL.
+        let r = short.account(&j2.id, "a00001").await.unwrap().unwrap();
+        store.put_account(&j2.id, &r, Fence(1)).await.unwrap();
+        let left = store.time_to_live(&j2.id).await.unwrap().expect("a TTL");
+        assert!(
+            left > Duration::from_secs(100),
+            "refreshed on write: {left:?}"
+        );
+        // Without a TTL, none is set.
+        let forever = store.clone().with_ttl(None);
+        let mut j3 = job();
+        j3.id = crate::task::Job::new(None, 1).id;
+        forever.create_job(&j3, &[rec("a00001")]).await.unwrap();
+        assert_eq!(forever.time_to_live(&j3.id).await.unwrap(), None);
+        // A job whose hash expired is not listed, and its index entry goes at the next creation.
+        let mut old = job();
+        old.id = crate::task::Job::new(None, 1).id;
+        old.created = "2020-01-01T00:00:00+00:00".into();
+        forever.create_job(&old, &[rec("a00001")]).await.unwrap();
+        assert!(store.jobs().await.unwrap().iter().any(|x| x.id == old.id));
+        let mut c = store.conn.clone();
+        let _: u64 = redis::cmd("DEL")
+            .arg(store.job_key(&old.id))
+            .arg(store.job_key(&j3.id))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(!store.jobs().await.unwrap().iter().any(|x| x.id == old.id));
+        let mut j4 = job();
+        j4.id = crate::task::Job::new(None, 1).id;
+        store.create_job(&j4, &[rec("a00001")]).await.unwrap();
+        let index: Option<String> = redis::cmd("HGET")
+            .arg(store.jobs_key())
+            .arg(&old.id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(index, None, "pruned from the index");
+    }
+
+    #[test]
+    fn ages_by_creation_time() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-31T00:00:01+00:00")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let ttl = Duration::from_secs(30 * 86_400);
+        assert!(older_than("2026-03-01T00:00:00+00:00", ttl, now));
+        assert!(!older_than("2026-03-01T00:00:02+00:00", ttl, now));
+        assert!(!older_than("not a date", ttl, now), "unknown: kept");
+    }
+
+    #[test]
+    fn a_skipped_account_is_final_and_not_failed() {
+        let mut r = rec("a");
+        r.skipped = Some("previous pass still running (n-pass1 j1: running)".into());
+        let v = AccountView::build(&r, &BTreeMap::new());
+        assert_eq!(v.status, AccountStatus::Skipped);
+        assert!(v.status.is_final());
+        assert_eq!(v.error_class, None);
+        let jv = JobView::build(job(), vec![r, rec("b")], HashMap::new());
+        assert_eq!(jv.by_status["skipped"], 1);
+        assert_eq!(jv.by_status["pending"], 1);
+        assert!(!jv.finished());
+        let json = serde_json::to_value(&jv).unwrap();
+        assert_eq!(json["accounts"][0]["status"], "skipped");
+        assert!(json["accounts"][0]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("still running"));
+        assert!(json["accounts"][1].get("skipped").is_none());
     }
 
     #[test]
