@@ -368,7 +368,7 @@ log "verify: host2 is identical to host1 for ${USERS[*]}"
 
 # The container's /metrics: Prometheus text with what this job copied.
 http_get "$PORT" /metrics >"$STATE/metrics.txt" && [ "$HTTP_STATUS" = 200 ] || fail "/metrics did not answer"
-copied=$(awk -v job="$JOB_ID" '$1 ~ "^imapfleet_messages_copied_total\\{" && index($1, "job=\"" job "\"") {s += $2} END {print s + 0}' "$STATE/metrics.txt")
+copied=$(awk -v job="$JOB_ID" '$1 ~ "^imapfleet_messages_copied_total\\{" && index($1, "imapfleet_job=\"" job "\"") {s += $2} END {print s + 0}' "$STATE/metrics.txt")
 status_copied=$(sed -n 's/^totals: \([0-9]*\) messages copied.*/\1/p' "$STATE/status.txt")
 [ "${copied%.*}" -gt 0 ] || { head -n 40 "$STATE/metrics.txt" >&2; fail "/metrics shows no message copied for job $JOB_ID"; }
 [ "${copied%.*}" = "$status_copied" ] || fail "/metrics says $copied copied, status says $status_copied"

@@ -3,7 +3,7 @@
 //!
 //! Needs the lab (`IMAPFLEET_LAB=1`) and, for the dispatch test, RabbitMQ and Redis
 //! (`IMAPFLEET_SERVICES=1`, `scripts/services.sh start`); otherwise the tests print SKIP.
-//! Users user0200..user0279 belong to these tests.
+//! Users user0240..user0260 and user0400..user0511 belong to these tests.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,9 +18,11 @@ use imapfleet_sync::verify::verify_account;
 use imapfleet_tests::{bin, lab, Lab};
 use serde_json::Value;
 
-/// Accounts of the dispatch test (plus one with a wrong password).
-const FLEET_ACCOUNTS: usize = 20;
-const FLEET_FIRST_USER: usize = 200;
+/// Accounts of the dispatch test (plus one with a wrong password: user0500).
+const FLEET_ACCOUNTS: usize = 100;
+const FLEET_FIRST_USER: usize = 400;
+/// Accounts seeded / verified at once.
+const PARALLEL: usize = 8;
 /// Worker processes of the dispatch test.
 const WORKERS: usize = 3;
 /// Accounts of the embedded `run` test.
@@ -31,6 +33,8 @@ const TWICE_ACCOUNTS: usize = 6;
 const TWICE_FIRST_USER: usize = 250;
 /// The account of the kill -9 test.
 const KILL_USER: usize = 260;
+/// The accounts of the connection-limit test: one waited for, one given up on.
+const LIMIT_USERS: [usize; 2] = [510, 511];
 /// A password that must never show up anywhere.
 const WRONG_PASSWORD: &str = "Wr0ng-Pa55-7c1e";
 
@@ -58,29 +62,70 @@ fn spec(seed: u64) -> MailboxSpec {
     .with_seed(seed)
 }
 
+/// A tiny mailbox for the 100-account test: 3 folders (INBOX included), 9 messages of 2-8 kB.
+fn tiny_spec(seed: u64) -> MailboxSpec {
+    MailboxSpec {
+        folders: 3,
+        messages: 9,
+        target_bytes: 45_000,
+        min_message_bytes: 2 * 1024,
+        max_message_bytes: 8 * 1024,
+        big_messages: 0,
+        ..MailboxSpec::small()
+    }
+    .with_seed(seed)
+}
+
+/// Messages of a spec that are not flagged \Deleted (what a default sync copies).
+fn live_messages(sp: &MailboxSpec) -> usize {
+    sp.generate()
+        .map(|f| {
+            f.messages
+                .iter()
+                .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
+                .count()
+        })
+        .sum()
+}
+
 /// Wipe both sides of `users` and fill host1; returns each one's live (not \Deleted) message count.
 async fn prepare(lab: &Lab, users: &[String], seed0: u64) -> Vec<usize> {
-    let mut live = Vec::new();
+    prepare_with(lab, users, seed0, spec).await
+}
+
+/// [`prepare`] with another mailbox spec, [`PARALLEL`] accounts at a time.
+async fn prepare_with(
+    lab: &Lab,
+    users: &[String],
+    seed0: u64,
+    spec: fn(u64) -> MailboxSpec,
+) -> Vec<usize> {
+    // Wipes are a script each (doveadm kick + rm): a few threads.
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            for chunk in users.chunks(users.len().div_ceil(PARALLEL).max(1)) {
+                s.spawn(move || chunk.iter().for_each(|u| lab.fresh(u)));
+            }
+        })
+    });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut set = tokio::task::JoinSet::new();
     for (i, u) in users.iter().enumerate() {
-        lab.fresh(u);
-        let sp = spec(seed0 + i as u64);
-        let mut s = Session::connect(&lab.endpoint(1, u))
-            .await
-            .expect("connect host1");
-        imapfleet_mailgen::fill(&mut s, '.', sp.generate())
-            .await
-            .expect("fill host1");
-        s.logout().await;
-        live.push(
-            sp.generate()
-                .map(|f| {
-                    f.messages
-                        .iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                        .count()
-                })
-                .sum(),
-        );
+        let (ep, sp, slots) = (lab.endpoint(1, u), spec(seed0 + i as u64), slots.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore");
+            let mut s = Session::connect(&ep).await.expect("connect host1");
+            imapfleet_mailgen::fill(&mut s, '.', sp.generate())
+                .await
+                .expect("fill host1");
+            s.logout().await;
+            (i, live_messages(&sp))
+        });
+    }
+    let mut live = vec![0; users.len()];
+    while let Some(r) = set.join_next().await {
+        let (i, n) = r.expect("a fill task panicked");
+        live[i] = n;
     }
     live
 }
@@ -98,20 +143,46 @@ async fn count(ep: &Endpoint) -> usize {
     n
 }
 
-/// Every account deep-identical (verify) and exactly host1's live messages on host2 (no duplicate).
-async fn check_copies(lab: &Lab, users: &[String], live: &[usize]) {
+/// Every account deep-identical (verify) and exactly host1's live messages on host2 (no duplicate),
+/// [`PARALLEL`] accounts at a time. Returns the messages on host2 in all.
+async fn check_copies(lab: &Lab, users: &[String], live: &[usize]) -> usize {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut set = tokio::task::JoinSet::new();
     for (u, n) in users.iter().zip(live) {
-        let (ep1, ep2) = (lab.endpoint(1, u), lab.endpoint(2, u));
-        let v = verify_account(&ep1, &ep2, &SyncOptions::default())
-            .await
-            .expect("verify");
-        assert!(v.ok, "{u}: host2 differs from host1:\n{v}");
-        assert_eq!(
-            count(&ep2).await,
-            *n,
-            "{u}: host2 holds exactly host1's live messages"
-        );
+        let (u, n, slots) = (u.clone(), *n, slots.clone());
+        let (ep1, ep2) = (lab.endpoint(1, &u), lab.endpoint(2, &u));
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore");
+            let v = verify_account(&ep1, &ep2, &SyncOptions::default())
+                .await
+                .map_err(|e| format!("{u}: verify: {e}"))?;
+            if !v.ok {
+                return Err(format!("{u}: host2 differs from host1:\n{v}"));
+            }
+            let on2 = count(&ep2).await;
+            if on2 != n {
+                return Err(format!(
+                    "{u}: host2 holds {on2} messages, host1 {n} live ones (a duplicate or a loss)"
+                ));
+            }
+            Ok(on2)
+        });
     }
+    let mut total = 0;
+    let mut bad = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r.expect("a check task panicked") {
+            Ok(n) => total += n,
+            Err(e) => bad.push(e),
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} account(s) wrong:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    total
 }
 
 fn batch_file(dir: &Path, name: &str, lab: &Lab, users: &[String], wrong: Option<&str>) -> PathBuf {
@@ -353,6 +424,8 @@ struct Fleet {
     key: String,
     queue: String,
     workers: Vec<(Child, u16)>,
+    /// More environment for every command.
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -370,6 +443,7 @@ impl Fleet {
             key: b.iter().map(|x| format!("{x:02x}")).collect(),
             queue: format!("imapfleet.test.{name}.{}.{nanos}", std::process::id()),
             workers: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -380,24 +454,37 @@ impl Fleet {
             .env("IMAPFLEET_QUEUE", &self.queue)
             .env("RUST_LOG", "warn,imapfleet_fleet=info")
             .env_remove("IMAPFLEET_CONFIG");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
     /// `imapfleet dispatch`; returns the job id.
     fn dispatch(&self, lab: &Lab, batch: &Path, job: &str) -> String {
+        self.dispatch_out(lab, batch, job).0
+    }
+
+    /// `imapfleet dispatch`; returns the job id and what the command printed.
+    fn dispatch_out(&self, lab: &Lab, batch: &Path, job: &str) -> (String, String) {
+        self.dispatch_with(&defaults(lab), batch, job)
+    }
+
+    /// `imapfleet dispatch` with these `--defaults`.
+    fn dispatch_with(&self, defaults: &str, batch: &Path, job: &str) -> (String, String) {
         let o = self
             .cmd(&["dispatch", "--job", job, "--accounts"])
             .arg(batch)
-            .arg(format!("--defaults={}", defaults(lab)))
+            .arg(format!("--defaults={defaults}"))
             .output()
             .expect("imapfleet dispatch");
         let out = text(&o);
         assert_eq!(o.status.code(), Some(0), "{out}");
-        out.split_whitespace()
+        let id = out
+            .split_whitespace()
             .skip_while(|w| *w != "job")
             .nth(1)
             .expect("job id in the output")
-            .to_string()
+            .to_string();
+        (id, out)
     }
 
     /// Start a worker serving metrics on a free port, and wait until it is ready.
@@ -465,58 +552,167 @@ impl Fleet {
     }
 }
 
+/// Up to `n` task bodies waiting in the fleet's queue, read without taking them: held unacked by one
+/// consumer (prefetch > n), then put back.
+async fn queued_bodies(queue: &str, n: usize) -> Vec<Vec<u8>> {
+    use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue, Delivery, TaskQueue};
+    let prefetch = u16::try_from(n + 16).unwrap_or(u16::MAX);
+    let q = AmqpQueue::connect(AmqpConfig::new(queue.to_string()).with_prefetch(prefetch))
+        .await
+        .expect("connect to RabbitMQ");
+    let mut held: Vec<Box<dyn Delivery>> = Vec::new();
+    while held.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), q.next()).await {
+            Ok(Ok(Some(d))) => held.push(d),
+            Ok(other) => panic!("reading the queue: {:?}", other.err()),
+            Err(_) => break,
+        }
+    }
+    let bodies = held.iter().map(|d| d.body().to_vec()).collect();
+    for d in held {
+        d.requeue().await.expect("put a task back");
+    }
+    q.shutdown().await;
+    bodies
+}
+
+/// Command lines of every process that holds one of `needles`.
+fn cmdlines_holding(needles: &[&str]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut seen = 0;
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        seen += 1;
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if needles.iter().any(|n| line.contains(n)) {
+            hits.push(format!("{}: {line}", name.to_string_lossy()));
+        }
+    }
+    assert!(seen > 3, "could not read /proc/*/cmdline");
+    hits
+}
+
+/// The workers' metrics, once every worker has settled everything (a counter is incremented just
+/// after the state write that `status` reads, so a scrape right at the end may miss the last one).
+fn settled_metrics(fleet: &Fleet, copied: u64, job: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all: Vec<String> = (0..fleet.workers.len()).map(|n| fleet.metrics(n)).collect();
+        let in_flight: f64 = all
+            .iter()
+            .map(|m| metric(m, "imapfleet_tasks_in_flight", &[]))
+            .sum();
+        let m_copied: f64 = all
+            .iter()
+            .map(|m| metric(m, "imapfleet_messages_copied_total", &[(JOB, job)]))
+            .sum();
+        if (in_flight == 0.0 && m_copied as u64 == copied) || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The label of the job id on the metrics.
+const JOB: &str = imapfleet_fleet::metrics::JOB_LABEL;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_and_three_worker_processes_copy_every_account_once() {
     let Some(lab) = lab() else { return };
     if !services() {
         return;
     }
+    let t0 = Instant::now();
     let users: Vec<String> = (0..FLEET_ACCOUNTS)
         .map(|i| user(FLEET_FIRST_USER + i))
         .collect();
     let wrong = user(FLEET_FIRST_USER + FLEET_ACCOUNTS);
-    lab.fresh(&wrong);
-    let live = prepare(&lab, &users, 300).await;
+    let mut all_users = users.clone();
+    all_users.push(wrong.clone());
+    let mut live = prepare_with(&lab, &all_users, 3000, tiny_spec).await;
+    live.pop();
+    let seeded = t0.elapsed();
+    eprintln!("fleet test: seeded in {:.1} s", seeded.as_secs_f64());
     let mut fleet = Fleet::new("fleet");
     let batch = batch_file(&fleet.dir, "batch.txt", &lab, &users, Some(&wrong));
-    let job = fleet.dispatch(&lab, &batch, "fleet-test");
+    let t1 = Instant::now();
+    let (job, dispatch_out) = fleet.dispatch_out(&lab, &batch, "fleet-test");
+
+    // RabbitMQ holds the account tasks with their passwords sealed, never in the clear.
+    let bodies = queued_bodies(&fleet.queue, FLEET_ACCOUNTS + 1).await;
+    assert_eq!(bodies.len(), FLEET_ACCOUNTS + 1, "one task per account");
+    for b in &bodies {
+        let b = String::from_utf8_lossy(b);
+        assert!(b.contains("\"sealed_password\""), "not a task body: {b}");
+        assert!(
+            !b.contains(WRONG_PASSWORD)
+                && !b.contains(&format!("\"{}\"", lab.password))
+                && !b.contains(&fleet.key),
+            "a secret in a queued task: {b}"
+        );
+    }
+
     for _ in 0..WORKERS {
         fleet.start_worker(&[
             "--concurrency",
             "2",
             "--slice-messages",
-            "5",
+            "2",
             "--max-attempts",
             "3",
         ]);
     }
-
     let (view, code) = fleet.wait_job(&job);
+    let ran = t1.elapsed();
+    eprintln!("fleet test: the job ended after {:.1} s", ran.as_secs_f64());
     // One account failed (auth), so the exit code is host1's authentication class.
     assert_eq!(code, Some(10), "{view:#}");
     let accounts = view["accounts"].as_array().expect("accounts");
     assert_eq!(accounts.len(), FLEET_ACCOUNTS + 1);
-    let mut copied = 0u64;
+    let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    // Sums of the per-account reports, counter by counter.
+    let (mut copied, mut bytes, mut skipped, mut flags, mut slices) = (0, 0, 0, 0, 0);
     for (i, a) in accounts[..FLEET_ACCOUNTS].iter().enumerate() {
         assert_eq!(a["status"], "done", "{a:#}");
         assert_eq!(a["user1"], users[i].as_str());
-        assert_eq!(
-            a["totals"]["transferred"].as_u64(),
-            Some(live[i] as u64),
-            "{a:#}"
-        );
-        copied += live[i] as u64;
+        assert_eq!(n(&a["totals"]["transferred"]), live[i] as u64, "{a:#}");
+        assert_eq!(n(&a["totals"]["missing_on_host2"]), 0, "{a:#}");
+        assert_eq!(n(&a["totals"]["errors"]), 0, "{a:#}");
+        copied += n(&a["totals"]["transferred"]);
+        bytes += n(&a["totals"]["bytes"]);
+        skipped += n(&a["totals"]["skipped"]);
+        flags += n(&a["totals"]["flags_updated"]);
+        slices += a["folders"]
+            .as_array()
+            .expect("folders")
+            .iter()
+            .map(|f| n(&f["slices"]))
+            .sum::<u64>();
     }
+    assert_eq!(copied, live.iter().sum::<usize>() as u64);
+    assert!(
+        slices > 3 * FLEET_ACCOUNTS as u64,
+        "small slices: some folders took several ({slices} slices)"
+    );
     let bad = &accounts[FLEET_ACCOUNTS];
+    assert_eq!(bad["user1"], wrong.as_str());
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["error_class"], "auth_host1");
-    assert_eq!(view["totals"]["transferred"].as_u64(), Some(copied));
-    assert_eq!(
-        view["by_status"]["done"].as_u64(),
-        Some(FLEET_ACCOUNTS as u64)
-    );
+    assert_eq!(n(&bad["totals"]["transferred"]), 0);
+    assert_eq!(n(&view["totals"]["transferred"]), copied);
+    assert_eq!(n(&view["totals"]["bytes"]), bytes);
+    assert_eq!(n(&view["totals"]["skipped"]), skipped);
+    assert_eq!(n(&view["totals"]["flags_updated"]), flags);
+    assert_eq!(n(&view["by_status"]["done"]), FLEET_ACCOUNTS as u64);
+    assert_eq!(n(&view["by_status"]["failed"]), 1);
 
-    // The human status says the same.
+    // The human status says the same, account by account.
     let human = text(
         &fleet
             .cmd(&["status", &job])
@@ -534,51 +730,110 @@ async fn dispatch_and_three_worker_processes_copy_every_account_once() {
         human.contains(&format!("totals: {copied} messages copied")),
         "{human}"
     );
+    for (a, u) in accounts.iter().zip(&all_users) {
+        let line = human
+            .lines()
+            .find(|l| {
+                l.contains(&format!(" {u}@127.0.0.1:{} -> ", lab.host1_port))
+                    && l.contains(&format!(" -> {u}@127.0.0.1:{} ", lab.host2_port))
+            })
+            .unwrap_or_else(|| panic!("no line for {u} in:\n{human}"));
+        let status = a["status"].as_str().unwrap();
+        let copied_here = n(&a["totals"]["transferred"]);
+        assert!(
+            line.contains(&format!("  {status}"))
+                && line.contains(&format!(" copied {copied_here} (")),
+            "{u}: the JSON says {status}, {copied_here} copied; the human status says: {line}"
+        );
+    }
 
-    // The workers' metrics add up to what was copied.
-    let (mut m_copied, mut m_bytes, mut m_auth, mut m_tasks) = (0.0, 0.0, 0.0, 0.0);
-    for n in 0..WORKERS {
-        let m = fleet.metrics(n);
+    // The workers' metrics add up, counter by counter, to the reports.
+    let all = settled_metrics(&fleet, copied, &job);
+    let sum = |name: &str, labels: &[(&str, &str)]| -> u64 {
+        all.iter().map(|m| metric(m, name, labels)).sum::<f64>() as u64
+    };
+    let j = [(JOB, job.as_str())];
+    assert_eq!(sum("imapfleet_messages_copied_total", &j), copied, "copied");
+    assert_eq!(sum("imapfleet_bytes_copied_total", &j), bytes, "bytes");
+    assert_eq!(
+        sum("imapfleet_messages_skipped_total", &j),
+        skipped,
+        "skipped"
+    );
+    assert_eq!(sum("imapfleet_flags_updated_total", &j), flags, "flags");
+    assert_eq!(
+        sum("imapfleet_tasks_total", &[(JOB, &job), ("kind", "account")]),
+        FLEET_ACCOUNTS as u64 + 1,
+        "account tasks"
+    );
+    assert_eq!(
+        sum("imapfleet_tasks_total", &[(JOB, &job), ("kind", "folder")]),
+        slices,
+        "folder tasks settled = slices recorded"
+    );
+    assert_eq!(
+        sum("imapfleet_folder_task_duration_seconds_count", &j),
+        slices,
+        "one duration per slice"
+    );
+    assert_eq!(sum("imapfleet_errors_total", &j), 1, "one error in all");
+    assert_eq!(
+        sum(
+            "imapfleet_errors_total",
+            &[(JOB, &job), ("class", "auth_host1")]
+        ),
+        1
+    );
+    assert_eq!(sum("imapfleet_task_retries_total", &j), 0, "no retry");
+    assert_eq!(sum("imapfleet_dead_lettered_total", &j), 0, "nothing dead");
+    assert_eq!(sum("imapfleet_tasks_in_flight", &[]), 0);
+    assert_eq!(sum("imapfleet_imap_connections_open", &[]), 0);
+    for m in &all {
         assert!(
             !m.contains(WRONG_PASSWORD) && !m.contains(&fleet.key),
             "a secret in the metrics"
         );
-        m_copied += metric(&m, "imapfleet_messages_copied_total", &[("job", &job)]);
-        m_bytes += metric(&m, "imapfleet_bytes_copied_total", &[("job", &job)]);
-        m_auth += metric(
-            &m,
-            "imapfleet_errors_total",
-            &[("job", &job), ("class", "auth_host1")],
+        assert!(
+            !m.lines()
+                .any(|l| l.contains("{job=") || l.contains(",job=")),
+            "a `job` label (Prometheus's scrape job) in the metrics"
         );
-        m_tasks += metric(
-            &m,
-            "imapfleet_tasks_total",
-            &[("job", &job), ("kind", "account")],
-        );
-        assert_eq!(metric(&m, "imapfleet_tasks_in_flight", &[]), 0.0);
-    }
-    assert_eq!(m_copied as u64, copied);
-    assert_eq!(m_bytes as u64, view["totals"]["bytes"].as_u64().unwrap());
-    assert_eq!(m_auth, 1.0);
-    assert_eq!(m_tasks as usize, FLEET_ACCOUNTS + 1);
-
-    // No password or key on any command line.
-    for (child, _) in &fleet.workers {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(!cmdline.contains(WRONG_PASSWORD) && !cmdline.contains(&fleet.key));
     }
 
-    // SIGTERM: each worker stops cleanly; nothing secret in their logs.
+    // No password or key on any command line, while the workers still run.
+    let hits = cmdlines_holding(&[WRONG_PASSWORD, &fleet.key]);
+    assert!(hits.is_empty(), "a secret on a command line: {hits:?}");
+
+    // SIGTERM: each worker stops cleanly; nothing secret in their logs or our commands' output.
     fleet.stop();
-    let logs = fleet.logs();
+    let worker_logs = fleet.logs();
+    assert!(
+        worker_logs.contains("account failed") && worker_logs.contains("auth_host1"),
+        "the worker logs say which account failed and why:\n{worker_logs}"
+    );
+    let logs = format!("{worker_logs}{dispatch_out}{human}");
     assert!(
         !logs.contains(WRONG_PASSWORD) && !logs.contains(&fleet.key),
-        "a secret in a worker log"
+        "a secret in a worker log or a command's output"
     );
 
-    check_copies(&lab, &users, &live).await;
+    let t2 = Instant::now();
+    let on_host2 = check_copies(&lab, &users, &live).await;
+    assert_eq!(
+        on_host2 as u64, copied,
+        "what is on host2 is what was copied"
+    );
+    let checked = t2.elapsed();
     fleet.cleanup().await;
+    println!(
+        "fleet test: {} accounts ({copied} messages, {bytes} bytes, {slices} slices): seeded in {:.1} s, \
+         dispatch + {WORKERS} workers to the end in {:.1} s, verified in {:.1} s; wall time {:.1} s",
+        FLEET_ACCOUNTS + 1,
+        seeded.as_secs_f64(),
+        ran.as_secs_f64(),
+        checked.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// One line of a worker's run log.
@@ -742,7 +997,7 @@ async fn a_worker_killed_mid_folder_loses_and_duplicates_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let m = fleet.metrics(0);
-        if metric(&m, "imapfleet_messages_copied_total", &[("job", &job)]) >= 30.0 {
+        if metric(&m, "imapfleet_messages_copied_total", &[(JOB, &job)]) >= 30.0 {
             break;
         }
         assert!(Instant::now() < deadline, "the first worker copies nothing");
@@ -759,5 +1014,173 @@ async fn a_worker_killed_mid_folder_loses_and_duplicates_nothing() {
     assert_eq!(pids.len(), 2, "both workers ran slices");
     fleet.stop();
     check_copies(&lab, std::slice::from_ref(&u), &[live]).await;
+    fleet.cleanup().await;
+}
+
+/// `scripts/lab.sh ARGS`, its standard output.
+fn lab_sh(args: &[&str]) -> String {
+    let o = Command::new(imapfleet_tests::root().join("scripts/lab.sh"))
+        .args(args)
+        .output()
+        .expect("scripts/lab.sh");
+    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A worker refused with `NO [LIMIT]` (Dovecot's mail_max_userip_connections) backs off through the
+/// broker's delay queues and finishes once the server lets it in; a server that keeps refusing is
+/// given up on after IMAPFLEET_LIMIT_MAX_WAIT: `connection_limit`, host and user named, dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_at_its_connection_limit_is_waited_for_then_given_up_on() {
+    let Some(lab) = lab() else { return };
+    if !services() {
+        return;
+    }
+    // host1: a lab-host1 instance that lets each user in once at a time.
+    let mut fleet = Fleet::new("limit");
+    let ov = fleet.dir.join("one-connection.conf");
+    std::fs::write(
+        &ov,
+        "protocol imap {\n  mail_max_userip_connections = 1\n}\n",
+    )
+    .unwrap();
+    let port: u16 = lab_sh(&["profile", "lab-host1", ov.to_str().unwrap()])
+        .trim()
+        .parse()
+        .expect("profile port");
+    let ep1 = |u: &str| Endpoint {
+        port,
+        ..lab.endpoint(1, u)
+    };
+    let users: Vec<String> = LIMIT_USERS.iter().map(|n| user(*n)).collect();
+    let mut live = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        lab_sh(&["wipe", &port.to_string(), u]);
+        lab.wipe(2, u);
+        let sp = tiny_spec(4000 + i as u64);
+        let mut s = Session::connect(&ep1(u)).await.expect("connect host1");
+        imapfleet_mailgen::fill(&mut s, '.', sp.generate())
+            .await
+            .expect("fill");
+        s.logout().await;
+        live.push(live_messages(&sp));
+    }
+    let defaults = format!(
+        "--port1 {port} --port2 {} --cafile1 {ca} --cafile2 {ca}",
+        lab.host2_port,
+        ca = lab.ca.display()
+    );
+    // Refusals at about 0, 2 and 6 s: the third one is past the 6 s and gives up.
+    fleet
+        .env
+        .push(("IMAPFLEET_LIMIT_MAX_WAIT".into(), "6".into()));
+    fleet.start_worker(&["--concurrency", "1", "--slice-messages", "5"]);
+    let backoffs = |fleet: &Fleet, job: &str| {
+        metric(
+            &fleet.metrics(0),
+            "imapfleet_limit_backoffs_total",
+            &[(JOB, job)],
+        )
+    };
+    let wait_backoffs = |fleet: &Fleet, job: &str, n: f64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while backoffs(fleet, job) < n {
+            assert!(Instant::now() < deadline, "no {n} limit refusals");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // 1. Held while another session of the user is open; finishes once it is closed.
+    let hold = Session::connect(&ep1(&users[0]))
+        .await
+        .expect("hold a session");
+    let batch = batch_file(&fleet.dir, "a.txt", &lab, &users[..1], None);
+    let (job, _) = fleet.dispatch_with(&defaults, &batch, "limit-a");
+    wait_backoffs(&fleet, &job, 2.0);
+    let o = fleet.cmd(&["status", &job, "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let status = v["accounts"][0]["status"].as_str().unwrap().to_string();
+    assert!(
+        status == "pending" || status == "running",
+        "refused for its limit, the account is waiting, not failed: {v:#}"
+    );
+    hold.logout().await;
+    let (view, code) = fleet.wait_job(&job);
+    assert_eq!(code, Some(0), "{view:#}");
+    assert_eq!(view["accounts"][0]["status"], "done", "{view:#}");
+    assert_eq!(
+        view["accounts"][0]["totals"]["transferred"].as_u64(),
+        Some(live[0] as u64)
+    );
+    let v = verify_account(
+        &ep1(&users[0]),
+        &lab.endpoint(2, &users[0]),
+        &SyncOptions::default(),
+    )
+    .await
+    .expect("verify");
+    assert!(v.ok, "{v}");
+    assert_eq!(count(&lab.endpoint(2, &users[0])).await, live[0]);
+    let m = fleet.metrics(0);
+    assert_eq!(
+        metric(&m, "imapfleet_task_retries_total", &[(JOB, &job)]),
+        0.0,
+        "refusals are not attempts"
+    );
+    assert_eq!(
+        metric(&m, "imapfleet_dead_lettered_total", &[(JOB, &job)]),
+        0.0
+    );
+
+    // 2. Refused for longer than IMAPFLEET_LIMIT_MAX_WAIT: failed as connection_limit, dead-lettered.
+    let hold = Session::connect(&ep1(&users[1]))
+        .await
+        .expect("hold a session");
+    let batch = batch_file(&fleet.dir, "b.txt", &lab, &users[1..], None);
+    let (job, _) = fleet.dispatch_with(&defaults, &batch, "limit-b");
+    let started = Instant::now();
+    let (view, code) = fleet.wait_job(&job);
+    let took = started.elapsed();
+    hold.logout().await;
+    assert_ne!(code, Some(0), "{view:#}");
+    let a = &view["accounts"][0];
+    assert_eq!(a["status"], "failed", "{a:#}");
+    assert_eq!(a["error_class"], "connection_limit", "{a:#}");
+    let why = a["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("127.0.0.1:{port}")) && why.contains(&users[1]),
+        "the error names the host and the user: {why}"
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(60),
+        "given up after about 6 s: {took:?}"
+    );
+    assert!(backoffs(&fleet, &job) >= 3.0);
+    assert_eq!(
+        metric(
+            &fleet.metrics(0),
+            "imapfleet_errors_total",
+            &[(JOB, &job), ("class", "connection_limit")]
+        ),
+        1.0
+    );
+    use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue, TaskQueue};
+    let q = AmqpQueue::connect(AmqpConfig::new(fleet.queue.clone()))
+        .await
+        .expect("connect to RabbitMQ");
+    let dead = q.dead_letter_list(10).await.expect("dead letters");
+    q.shutdown().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].error.starts_with("connection limit: ") && dead[0].error.contains(&users[1]),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(
+        count(&lab.endpoint(2, &users[1])).await,
+        0,
+        "nothing copied"
+    );
+    fleet.stop();
     fleet.cleanup().await;
 }

@@ -147,17 +147,24 @@ pub fn check_live_sample(text: &str) -> String {
             "{name}: served as {typ}, declared as {d}"
         );
     }
-    // Series filtered by job on the dashboard must carry a job label where the sample shows them.
+    // Series filtered by job on the dashboard must carry the imapfleet_job label where the sample
+    // shows them, and none may carry `job` (Prometheus's scrape job).
     let d = dashboard();
     let job_filter =
-        regex::Regex::new(r#"([a-zA-Z_:][a-zA-Z0-9_:]*)\{[^}]*\bjob=~"\$job""#).unwrap();
+        regex::Regex::new(r#"([a-zA-Z_:][a-zA-Z0-9_:]*)\{[^}]*\bimapfleet_job=~"\$job""#).unwrap();
+    for (name, l) in &labels {
+        assert!(
+            !name.starts_with("imapfleet_") || !l.contains("job"),
+            "{name} carries a `job` label: it clashes with Prometheus's scrape job"
+        );
+    }
     let mut seen = BTreeSet::new();
     for (title, expr) in dashboard_queries(&d) {
         for c in job_filter.captures_iter(&expr) {
             if let Some(l) = labels.get(&c[1]) {
                 assert!(
-                    l.contains("job"),
-                    "{title}: {} is filtered by job but has no job label",
+                    l.contains("imapfleet_job"),
+                    "{title}: {} is filtered by job but has no imapfleet_job label",
                     &c[1]
                 );
             }

@@ -148,7 +148,7 @@ mod tests {
     fn promql_names() {
         assert_eq!(
             names(
-                r#"sum by (job, class) (rate(imapfleet_errors_total{job=~"$job", class!="x"}[$__rate_interval]))"#
+                r#"sum by (imapfleet_job, class) (rate(imapfleet_errors_total{imapfleet_job=~"$job", class!="x"}[$__rate_interval]))"#
             ),
             vec!["imapfleet_errors_total"]
         );
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn text_families() {
-        let t = "# HELP a_total x\n# TYPE a_total counter\na_total{job=\"j\"} 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\nloose 2\n";
+        let t = "# HELP a_total x\n# TYPE a_total counter\na_total{imapfleet_job=\"j\"} 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\nloose 2\n";
         let f = families_from_text(t);
         assert_eq!(f["a_total"], "counter");
         assert_eq!(f["h"], "histogram");

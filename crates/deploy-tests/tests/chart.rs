@@ -583,9 +583,10 @@ fn full_values_render_dispatcher_autoscaling_and_monitoring() {
         sm.yaml["metadata"]["labels"]["release"],
         Yaml::from("kube-prometheus-stack")
     );
+    // The workers' series carry `imapfleet_job`, not `job`: nothing to honour, the scrape job stays.
     assert_eq!(
         sm.yaml["spec"]["endpoints"][0]["honorLabels"],
-        Yaml::Bool(true)
+        Yaml::Bool(false)
     );
 
     let secret = r

@@ -262,3 +262,50 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// The imapfleet job is `imapfleet_job`: a query grouping or filtering on a bare `job` would use
+/// Prometheus's scrape job (or an `exported_job` that no longer exists) and silently show one line.
+#[test]
+fn queries_use_imapfleet_job_never_the_scrape_job_label() {
+    let bare_job =
+        regex::Regex::new(r"(^|[^A-Za-z0-9_$])(exported_)?job\s*(=~|!~|!=|=|,|\))").unwrap();
+    let mut exprs: Vec<(String, String)> = dashboard_queries(&dashboard());
+    for v in dashboard()["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str().or(v["query"].as_str()) {
+            exprs.push((format!("variable {}", v["name"]), q.to_string()));
+        }
+    }
+    for g in rules()["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            exprs.push((
+                r["alert"].as_str().unwrap().to_string(),
+                r["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let mut by_job = 0;
+    for (what, e) in &exprs {
+        assert!(!bare_job.is_match(e), "{what}: `{e}` uses the `job` label");
+        if e.contains("imapfleet_job") {
+            by_job += 1;
+        }
+    }
+    assert!(by_job >= 10, "only {by_job} queries use imapfleet_job");
+    // The rule unit tests feed series labelled the same way.
+    let t = std::fs::read_to_string(
+        workspace_root().join("deploy/prometheus/imapfleet-alerts.test.yaml"),
+    )
+    .unwrap();
+    assert!(
+        !t.contains("{job=") && !t.contains(" job: "),
+        "a rule test still uses `job`"
+    );
+    assert!(
+        t.contains("{imapfleet_job=\"j1\""),
+        "the rule tests use imapfleet_job"
+    );
+    // The check itself catches what it is for.
+    assert!(bare_job.is_match(r#"sum by (job) (x)"#));
+    assert!(bare_job.is_match(r#"x{job=~"$job"}"#));
+    assert!(!bare_job.is_match(r#"x{imapfleet_job=~"$job"}"#));
+}

@@ -100,7 +100,7 @@ mod tests {
         let r = get(addr, "/metrics").await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         assert!(
-            r.contains("imapfleet_messages_copied_total{job=\"j\"} 3"),
+            r.contains("imapfleet_messages_copied_total{imapfleet_job=\"j\"} 3"),
             "{r}"
         );
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));

@@ -705,6 +705,76 @@ impl RateLimits {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Server refusals for too many connections
+// ---------------------------------------------------------------------------------------------
+
+/// Class recorded for a task given up after servers kept refusing it for too many connections
+/// (the fleet's own class, beside the engine's).
+pub const CONNECTION_LIMIT_CLASS: &str = "connection_limit";
+
+/// How long a task keeps coming back when a server refuses it for too many connections
+/// (`NO [LIMIT]`): such a refusal is back-pressure, not a failure, so the task is put back after a
+/// pause (not counted as an attempt) -- but not for ever: a server that never lets the account in
+/// (a cap of 0, another client holding every slot) ends the task with [`CONNECTION_LIMIT_CLASS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitBackoff {
+    /// Pause after the first refusal; it doubles with each refusal after that.
+    pub base: Duration,
+    /// Longest single pause.
+    pub max_pause: Duration,
+    /// Give up at a refusal that comes this long (or longer) after the task's first one.
+    pub max_wait: Duration,
+    /// Give up at the refusal after this many (0: no count, only `max_wait`).
+    pub max_refusals: u32,
+}
+
+impl Default for LimitBackoff {
+    fn default() -> Self {
+        LimitBackoff {
+            base: Duration::from_secs(2),
+            max_pause: Duration::from_secs(60),
+            max_wait: Duration::from_secs(30 * 60),
+            max_refusals: 100,
+        }
+    }
+}
+
+/// What to do with a task a server just refused for too many connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitDecision {
+    /// Put it back for this long (before jitter); it is not an attempt.
+    Wait(Duration),
+    /// The bounded wait is used up: fail the task with [`CONNECTION_LIMIT_CLASS`].
+    GiveUp,
+}
+
+impl LimitBackoff {
+    /// The rule. `refusals`: refusals of this task before this one (0 at the first);
+    /// `waited`: time since the first of them (zero at the first).
+    ///
+    /// The pause is `base * 2^refusals`, at most `max_pause`, and never past the end of
+    /// `max_wait`, so the last pause ends at the deadline and the refusal after it gives up.
+    pub fn decide(&self, refusals: u32, waited: Duration) -> LimitDecision {
+        if self.max_refusals > 0 && refusals >= self.max_refusals {
+            return LimitDecision::GiveUp;
+        }
+        if refusals > 0 && waited >= self.max_wait {
+            return LimitDecision::GiveUp;
+        }
+        let pause = self
+            .base
+            .saturating_mul(1u32 << refusals.min(20))
+            .min(self.max_pause)
+            .min(self.max_wait.saturating_sub(waited));
+        if pause.is_zero() {
+            // Nothing left to wait (max_wait 0): give up at once rather than spin.
+            return LimitDecision::GiveUp;
+        }
+        LimitDecision::Wait(pause)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,5 +942,78 @@ mod tests {
         let took = start.elapsed().as_secs_f64();
         assert!((2.3..2.7).contains(&took), "{took}");
         assert!(RateLimits::new(Arc::new(MemoryLimitStore::new()), "t", 0.0, 0.0).is_unlimited());
+    }
+
+    fn rule() -> LimitBackoff {
+        LimitBackoff {
+            base: Duration::from_secs(2),
+            max_pause: Duration::from_secs(60),
+            max_wait: Duration::from_secs(300),
+            max_refusals: 0,
+        }
+    }
+
+    #[test]
+    fn limit_pauses_double_up_to_the_cap() {
+        let r = rule();
+        let s = Duration::from_secs;
+        assert_eq!(r.decide(0, Duration::ZERO), LimitDecision::Wait(s(2)));
+        assert_eq!(r.decide(1, s(2)), LimitDecision::Wait(s(4)));
+        assert_eq!(r.decide(2, s(6)), LimitDecision::Wait(s(8)));
+        assert_eq!(r.decide(4, s(30)), LimitDecision::Wait(s(32)));
+        assert_eq!(r.decide(5, s(62)), LimitDecision::Wait(s(60)), "capped");
+        assert_eq!(
+            r.decide(40, s(100)),
+            LimitDecision::Wait(s(60)),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn limit_wait_ends_at_max_wait() {
+        let r = rule();
+        let s = Duration::from_secs;
+        // The last pause is cut to end at the deadline...
+        assert_eq!(r.decide(7, s(280)), LimitDecision::Wait(s(20)));
+        // ...and the refusal after it gives up.
+        assert_eq!(r.decide(8, s(300)), LimitDecision::GiveUp);
+        assert_eq!(r.decide(8, s(4000)), LimitDecision::GiveUp);
+        // A first refusal always waits, whatever the clock says (no earlier refusal to count from).
+        assert_eq!(r.decide(0, Duration::ZERO), LimitDecision::Wait(s(2)));
+        // Walk the whole schedule: bounded, total wait = max_wait.
+        let (mut refusals, mut waited) = (0u32, Duration::ZERO);
+        while let LimitDecision::Wait(p) = r.decide(refusals, waited) {
+            refusals += 1;
+            waited += p;
+            assert!(refusals < 100, "unbounded");
+        }
+        assert_eq!(waited, s(300));
+        assert_eq!(refusals, 9, "2+4+8+16+32+60+60+60+58");
+    }
+
+    #[test]
+    fn limit_refusal_count_bounds_too() {
+        let r = LimitBackoff {
+            max_refusals: 3,
+            max_wait: Duration::from_secs(3600),
+            ..rule()
+        };
+        for n in 0..3 {
+            assert!(matches!(
+                r.decide(n, Duration::from_secs(u64::from(n))),
+                LimitDecision::Wait(_)
+            ));
+        }
+        assert_eq!(r.decide(3, Duration::from_secs(3)), LimitDecision::GiveUp);
+        // max_wait 0: nothing to wait for, the first refusal gives up.
+        let r = LimitBackoff {
+            max_wait: Duration::ZERO,
+            ..rule()
+        };
+        assert_eq!(r.decide(0, Duration::ZERO), LimitDecision::GiveUp);
+        assert!(matches!(
+            LimitBackoff::default().decide(0, Duration::ZERO),
+            LimitDecision::Wait(_)
+        ));
     }
 }

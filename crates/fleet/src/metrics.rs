@@ -1,8 +1,10 @@
 //! Prometheus metrics of a worker or a dispatcher (served by [`crate::http`]).
 //!
-//! Labels: `job` (the job id), `class` (error classes: a fixed set), `host` (IMAP `host:port`, for
-//! connections) and `status` (account states). Never a user, a folder or an account: cardinality
-//! stays bounded by the number of jobs and servers.
+//! Labels: `imapfleet_job` (the job id; not `job`, which Prometheus sets on every scraped series to
+//! the scrape job, see [`JOB_LABEL`]), `class` (error classes: a fixed set), `host` (IMAP `host:port`, for
+//! connections), `status` (account states) and `schedule` (the name of a scheduled dispatcher's
+//! passes: one per dispatcher, where a job label would grow by one series a pass). Never a user, a
+//! folder or an account: cardinality stays bounded by the number of jobs and servers.
 
 use std::time::Duration;
 
@@ -10,6 +12,11 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// Name of the label carrying the imapfleet job id. Not `job`: Prometheus attaches its own `job`
+/// (the scrape job) to every series it scrapes, and a `job` of ours would be renamed `exported_job`
+/// or, under `honor_labels`, overwrite the scrape job.
+pub const JOB_LABEL: &str = "imapfleet_job";
 
 /// All metrics, registered in their own registry.
 #[derive(Clone)]
@@ -32,6 +39,12 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub dead_letters: IntGauge,
     pub accounts: IntGaugeVec,
+    /// Scheduled passes started (`dispatch --every/--cron`).
+    pub passes: IntCounterVec,
+    /// Accounts a scheduled pass left out because their previous pass still ran.
+    pub accounts_skipped: IntCounterVec,
+    /// When the next scheduled pass starts (Unix seconds).
+    pub next_pass: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,7 +76,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let j = &["job"];
+        let j = &[JOB_LABEL];
         let folder_task_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "imapfleet_folder_task_duration_seconds",
@@ -120,7 +133,7 @@ impl Metrics {
                 &r,
                 "imapfleet_errors_total",
                 "Errors counted, by class",
-                &["job", "class"],
+                &[JOB_LABEL, "class"],
             ),
             folder_task_seconds,
             tasks_in_flight: int_gauge(
@@ -133,7 +146,7 @@ impl Metrics {
                 &r,
                 "imapfleet_tasks_total",
                 "Tasks settled, by kind",
-                &["job", "kind"],
+                &[JOB_LABEL, "kind"],
             ),
             retries: counter(
                 &r,
@@ -177,7 +190,25 @@ impl Metrics {
                 &r,
                 "imapfleet_accounts",
                 "Accounts of a job by status, as last seen",
-                &["job", "status"],
+                &[JOB_LABEL, "status"],
+            ),
+            passes: counter(
+                &r,
+                "imapfleet_scheduled_passes_total",
+                "Scheduled passes dispatched",
+                &["schedule"],
+            ),
+            accounts_skipped: counter(
+                &r,
+                "imapfleet_accounts_skipped_total",
+                "Accounts left out of a scheduled pass: their previous pass still ran",
+                &["schedule"],
+            ),
+            next_pass: int_gauge(
+                &r,
+                "imapfleet_next_pass_timestamp_seconds",
+                "Start of the next scheduled pass (Unix time)",
+                &["schedule"],
             ),
             registry: r,
         }
@@ -286,7 +317,11 @@ mod tests {
         }
         let text = m.render();
         assert_eq!(
-            sample(&text, "imapfleet_messages_copied_total", &[("job", "j1")]),
+            sample(
+                &text,
+                "imapfleet_messages_copied_total",
+                &[(JOB_LABEL, "j1")]
+            ),
             Some(7.0)
         );
         assert_eq!(
@@ -297,7 +332,7 @@ mod tests {
             sample(
                 &text,
                 "imapfleet_folder_task_duration_seconds_count",
-                &[("job", "j1")]
+                &[(JOB_LABEL, "j1")]
             ),
             Some(1.0)
         );
@@ -306,8 +341,44 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(
-            sample(&text, "imapfleet_messages_copied_total", &[("job", "j2")]),
+            sample(
+                &text,
+                "imapfleet_messages_copied_total",
+                &[(JOB_LABEL, "j2")]
+            ),
             None
+        );
+    }
+
+    #[test]
+    fn the_job_label_is_not_prometheus_job() {
+        let m = Metrics::new();
+        m.messages_copied.with_label_values(&["j1"]).inc();
+        m.errors.with_label_values(&["j1", "append"]).inc();
+        m.tasks_done.with_label_values(&["j1", "folder"]).inc();
+        m.tasks_in_flight.with_label_values(&["j1"]).set(0);
+        m.accounts.with_label_values(&["j1", "done"]).set(3);
+        m.observe_folder_task("j1", Duration::from_millis(5));
+        let text = m.render();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(series.len() > 5, "{text}");
+        for line in &series {
+            assert!(
+                !line.contains("{job=") && !line.contains(",job="),
+                "a `job` label clashes with Prometheus's scrape job: {line}"
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "imapfleet_tasks_total",
+                &[(JOB_LABEL, "j1"), ("kind", "folder")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "imapfleet_accounts", &[("imapfleet_job", "j1")]),
+            Some(3.0)
         );
     }
 }

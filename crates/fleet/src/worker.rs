@@ -10,7 +10,12 @@
 //!   then ack. Nothing is acknowledged before its state is written.
 //!
 //! Failures: a server refusing more connections (`NO [LIMIT]`, "too many connections") backs off
-//! and goes back to the queue without counting an attempt; a lost connection or an unreachable
+//! and goes back to the queue without counting an attempt (a deferral, [`Delivery::defer`]), with
+//! a growing pause, for a bounded time ([`LimitBackoff`]: `limit_max_wait` since the first refusal
+//! in a row, at most `limit_max_refusals` refusals); then the account or folder fails with the
+//! class `connection_limit` (naming the host and the user) and the task is dead-lettered with that
+//! error. A full fleet-wide connection slot (the fleet's own cap) waits without bound: that is the
+//! fleet throttling itself. A lost connection or an unreachable
 //! server is retried with exponential backoff and, after `max_attempts`, recorded as the account's
 //! or folder's error (and dead-lettered); authentication and other refusals are final at once.
 //! On shutdown no new task is taken; a slice in progress gets `shutdown_grace` to finish, then it is
@@ -26,7 +31,10 @@ use imapfleet_sync::report::{ErrorClass, SyncError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::limits::{ConnectionLimits, ConnectionPermit, LimitError};
+use crate::limits::{
+    ConnectionLimits, ConnectionPermit, LimitBackoff, LimitDecision, LimitError,
+    CONNECTION_LIMIT_CLASS,
+};
 use crate::lock::{LeaseKeeper, LockManager};
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::queue::{Delivery, TaskQueue};
@@ -50,8 +58,16 @@ pub struct WorkerConfig {
     /// Exponential backoff of retries: base doubling per attempt, capped.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Backoff after a refusal for too many connections (doubling per refusal, capped at 60 s).
+    /// Backoff after a server's refusal for too many connections (doubling per refusal in a row,
+    /// capped at 60 s).
     pub limit_backoff: Duration,
+    /// Give up on a task that servers keep refusing for too many connections once this long has
+    /// passed since the first refusal in a row (default 30 min, `IMAPFLEET_LIMIT_MAX_WAIT` in
+    /// seconds)...
+    pub limit_max_wait: Duration,
+    /// ...or at the refusal after this many (0: no count; default 100,
+    /// `IMAPFLEET_LIMIT_MAX_REFUSALS`).
+    pub limit_max_refusals: u32,
     /// After shutdown is asked, how long a slice in progress may still run.
     pub shutdown_grace: Duration,
     /// Append one JSON line per folder run (lease key, fence, start and end in ms since the epoch).
@@ -72,11 +88,39 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             limit_backoff: Duration::from_secs(2),
+            limit_max_wait: env_number("IMAPFLEET_LIMIT_MAX_WAIT")
+                .map_or(LimitBackoff::default().max_wait, Duration::from_secs),
+            limit_max_refusals: env_number("IMAPFLEET_LIMIT_MAX_REFUSALS")
+                .map_or(LimitBackoff::default().max_refusals, |n| {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                }),
             shutdown_grace: Duration::from_secs(30),
             run_log: None,
             slot_wait: Duration::from_secs(10),
         }
     }
+}
+
+/// A whole number from the environment (`None` when unset; a warning when not a number).
+fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            warn!(variable = name, value = %v, "not a whole number; using the default");
+            None
+        }
+    }
+}
+
+/// The delivery being worked on: its attempts, and its deferrals for connection limits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Try {
+    attempt: u32,
+    /// Refusals for too many connections in a row before this delivery.
+    refusals: u32,
+    /// Since the first of them.
+    waited: Duration,
 }
 
 /// What to do with a delivery after its task ran.
@@ -85,12 +129,14 @@ enum Outcome {
     Ack,
     /// Back to the queue without counting an attempt, after a pause.
     Requeue(Duration),
+    /// A server refused more connections: back after the pause, counted as a deferral.
+    Defer(Duration),
     /// A failure that may pass: again after `delay` (the queue counts the attempt).
     Retry {
         delay: Duration,
         error: String,
     },
-    /// Given up: recorded in the state; hand it to the dead-letter queue.
+    /// Given up: recorded in the state; straight to the dead-letter queue.
     Dead {
         error: String,
     },
@@ -123,6 +169,17 @@ pub fn is_limit(message: &str) -> bool {
         || m.contains("too many connections")
         || m.contains("too many simultaneous connections")
         || m.contains("too many concurrent")
+}
+
+/// Which side (1 or 2) an error is about: by its class, else by the engine's `host1:` / `host2:`
+/// prefix; host1 when neither says.
+fn limit_side(e: &SyncError) -> u8 {
+    match e.class {
+        ErrorClass::AuthHost2 | ErrorClass::ConnectHost2 => 2,
+        ErrorClass::AuthHost1 | ErrorClass::ConnectHost1 => 1,
+        _ if e.message.starts_with("host2") => 2,
+        _ => 1,
+    }
 }
 
 fn is_transient_class(c: ErrorClass) -> bool {
@@ -211,12 +268,70 @@ impl Worker {
         jitter(exp.min(self.cfg.backoff_max))
     }
 
+    /// Pause of the fleet's own connection cap (a full slot): unbounded, doubling per attempt.
     fn limit_pause(&self, attempt: u32) -> Duration {
         let exp = self
             .cfg
             .limit_backoff
             .saturating_mul(1u32 << attempt.min(5));
         jitter(exp.min(Duration::from_secs(60)))
+    }
+
+    fn limit_rule(&self) -> LimitBackoff {
+        LimitBackoff {
+            base: self.cfg.limit_backoff,
+            max_wait: self.cfg.limit_max_wait,
+            max_refusals: self.cfg.limit_max_refusals,
+            ..LimitBackoff::default()
+        }
+    }
+
+    /// A server refused a login of `user` on `host` for too many connections (`why`): back off
+    /// (a deferral, not an attempt), or -- the bounded wait used up -- the error to record.
+    fn on_limit(
+        &self,
+        job: &str,
+        host: &str,
+        user: &str,
+        why: &str,
+        tr: Try,
+    ) -> Result<Outcome, ErrorRecord> {
+        self.metrics.limit_backoffs.with_label_values(&[job]).inc();
+        match self.limit_rule().decide(tr.refusals, tr.waited) {
+            LimitDecision::Wait(pause) => {
+                let pause = jitter(pause);
+                info!(
+                    job,
+                    host,
+                    user,
+                    refusals = tr.refusals + 1,
+                    pause_ms = pause.as_millis() as u64,
+                    "server refuses more connections; backing off"
+                );
+                Ok(Outcome::Defer(pause))
+            }
+            LimitDecision::GiveUp => {
+                let message = format!(
+                    "connection limit: {host} kept refusing connections for {user} ({} refusals over {} s); last error: {why}",
+                    tr.refusals + 1,
+                    tr.waited.as_secs()
+                );
+                warn!(
+                    job,
+                    host,
+                    user,
+                    refusals = tr.refusals + 1,
+                    waited_s = tr.waited.as_secs(),
+                    "server keeps refusing more connections; giving up"
+                );
+                Err(ErrorRecord {
+                    class: CONNECTION_LIMIT_CLASS.to_string(),
+                    folder: None,
+                    uid: None,
+                    message,
+                })
+            }
+        }
     }
 
     /// Take and carry out tasks until `stop` fires or the queue closes; returns when every task in
@@ -279,6 +394,17 @@ impl Worker {
     /// One delivery, settled whatever happens.
     async fn handle(&self, d: Box<dyn Delivery>, stop: &CancellationToken) {
         let attempt = d.attempt();
+        let tr = Try {
+            attempt,
+            refusals: d.deferrals(),
+            waited: d.deferred_since_ms().map_or(Duration::ZERO, |t| {
+                Duration::from_millis(
+                    u64::try_from(now_ms())
+                        .unwrap_or(u64::MAX)
+                        .saturating_sub(t),
+                )
+            }),
+        };
         let task = match Task::decode(d.body()) {
             Ok(t) => t,
             Err(e) => {
@@ -311,8 +437,8 @@ impl Worker {
         let grace = self.cfg.shutdown_grace;
         let work = async {
             match &task {
-                Task::Account(t) => self.account_task(t, attempt).await,
-                Task::Folder(t) => self.folder_task(t, attempt).await,
+                Task::Account(t) => self.account_task(t, tr).await,
+                Task::Folder(t) => self.folder_task(t, tr).await,
             }
         };
         let outcome = tokio::select! {
@@ -340,6 +466,7 @@ impl Worker {
                 }
                 d.requeue().await
             }
+            Outcome::Defer(pause) => d.defer(pause).await,
             Outcome::Retry { delay, error } => {
                 self.metrics
                     .retries
@@ -352,7 +479,7 @@ impl Worker {
                     .dead_lettered
                     .with_label_values(&[job.as_str()])
                     .inc();
-                d.retry(Duration::ZERO, &error).await
+                d.dead_letter(&error).await
             }
         };
         if let Err(e) = settled {
@@ -405,7 +532,8 @@ impl Worker {
 
     // -----------------------------------------------------------------------------------------
 
-    async fn account_task(&self, t: &AccountTask, attempt: u32) -> Outcome {
+    async fn account_task(&self, t: &AccountTask, tr: Try) -> Outcome {
+        let attempt = tr.attempt;
         let a = &t.account;
         let job = a.job.as_str();
         let key = format!("account:{}:{}", a.job, a.account);
@@ -420,7 +548,7 @@ impl Worker {
             }
         };
         let fence = Fence(keeper.fence());
-        let outcome = self.account_locked(t, attempt, fence, &keeper).await;
+        let outcome = self.account_locked(t, tr, fence, &keeper).await;
         Self::release(vec![keeper]).await;
         outcome
     }
@@ -428,10 +556,11 @@ impl Worker {
     async fn account_locked(
         &self,
         t: &AccountTask,
-        attempt: u32,
+        tr: Try,
         fence: Fence,
         keeper: &LeaseKeeper,
     ) -> Outcome {
+        let attempt = tr.attempt;
         let a = &t.account;
         let job = a.job.as_str();
         let mut rec = match self.state.account(job, &a.account).await {
@@ -511,10 +640,16 @@ impl Worker {
             Err(errs) => {
                 let why: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
                 let why = why.join("; ");
-                if errs.iter().any(|e| is_limit(&e.message)) {
-                    self.metrics.limit_backoffs.with_label_values(&[job]).inc();
-                    info!(job, account = %a.account, "server refuses more connections; backing off");
-                    return Outcome::Requeue(self.limit_pause(attempt));
+                if let Some(e) = errs.iter().find(|e| is_limit(&e.message)) {
+                    let ep = if limit_side(e) == 2 { &ep2 } else { &ep1 };
+                    return match self.on_limit(job, &ep.addr(), &ep.user, &e.message, tr) {
+                        Ok(o) => o,
+                        Err(given_up) => {
+                            let error = given_up.message.clone();
+                            self.account_final_records(job, rec, vec![given_up], fence, Some(error))
+                                .await
+                        }
+                    };
                 }
                 let transient = errs.iter().all(|e| is_transient_class(e.class));
                 if transient && attempt + 1 < self.cfg.max_attempts {
@@ -556,20 +691,38 @@ impl Worker {
     async fn account_final(
         &self,
         job: &str,
-        mut rec: AccountRecord,
+        rec: AccountRecord,
         errs: Vec<SyncError>,
         fence: Fence,
         dead: Option<String>,
     ) -> Outcome {
-        rec.errors = errs.iter().map(ErrorRecord::from).collect();
+        let records = errs.iter().map(ErrorRecord::from).collect();
+        self.account_final_records(job, rec, records, fence, dead)
+            .await
+    }
+
+    async fn account_final_records(
+        &self,
+        job: &str,
+        mut rec: AccountRecord,
+        errs: Vec<ErrorRecord>,
+        fence: Fence,
+        dead: Option<String>,
+    ) -> Outcome {
+        rec.errors = errs;
         if let Err(e) = self.state.put_account(job, &rec, fence).await {
             return Outcome::Retry {
                 delay: self.backoff(0),
                 error: format!("state: {e}"),
             };
         }
-        self.count_errors(job, &errs);
-        let classes: Vec<&str> = errs.iter().map(|e| e.class.name()).collect();
+        for e in &rec.errors {
+            self.metrics
+                .errors
+                .with_label_values(&[job, e.class.as_str()])
+                .inc();
+        }
+        let classes: Vec<&str> = rec.errors.iter().map(|e| e.class.as_str()).collect();
         warn!(job, account = %rec.account, classes = %classes.join(","), "account failed");
         match dead {
             Some(error) => Outcome::Dead { error },
@@ -608,7 +761,8 @@ impl Worker {
 
     // -----------------------------------------------------------------------------------------
 
-    async fn folder_task(&self, t: &FolderTask, attempt: u32) -> Outcome {
+    async fn folder_task(&self, t: &FolderTask, tr: Try) -> Outcome {
+        let attempt = tr.attempt;
         let a = &t.account;
         let job = a.job.as_str();
         match self.state.folder(job, &a.account, t.index).await {
@@ -646,7 +800,7 @@ impl Worker {
                 };
             }
         };
-        let outcome = self.folder_locked(t, attempt, &k1, &k2).await;
+        let outcome = self.folder_locked(t, tr, &k1, &k2).await;
         Self::release(vec![k1, k2]).await;
         outcome
     }
@@ -667,10 +821,11 @@ impl Worker {
     async fn folder_locked(
         &self,
         t: &FolderTask,
-        attempt: u32,
+        tr: Try,
         k1: &LeaseKeeper,
         k2: &LeaseKeeper,
     ) -> Outcome {
+        let attempt = tr.attempt;
         let a = &t.account;
         let job = a.job.as_str();
         let fence = Fence(k1.fence());
@@ -743,14 +898,38 @@ impl Worker {
             return Outcome::Requeue(Duration::ZERO);
         }
         let r = &out.report;
-        let limit = !r.synced && out.errors.iter().any(|e| is_limit(&e.message));
+        let limit_err = (!r.synced)
+            .then(|| out.errors.iter().find(|e| is_limit(&e.message)))
+            .flatten();
+        let limit = limit_err.is_some();
         let transient = !r.synced
             && (limit
                 || out.errors.is_empty()
                 || out.errors.iter().all(|e| is_transient_class(e.class)));
         let mut st = prev.unwrap_or_else(|| FolderState::new(&t.folder, t.created));
-        let (outcome, more) = if limit || (transient && attempt + 1 < self.cfg.max_attempts) {
+        let limit_decision = limit_err.map(|e| {
+            let ep = if limit_side(e) == 2 { &ep2 } else { &ep1 };
+            self.on_limit(job, &ep.addr(), &ep.user, &e.message, tr)
+        });
+        let (outcome, more) = if let Some(Err(given_up)) = limit_decision {
+            // Refused for too long: the folder ends failed, the task goes to the dead letters.
+            st.merge_partial(r);
+            let error = given_up.message.clone();
+            self.metrics
+                .errors
+                .with_label_values(&[job, CONNECTION_LIMIT_CLASS])
+                .inc();
+            st.errors.push(ErrorRecord {
+                folder: Some(t.folder.name1.clone()),
+                ..given_up
+            });
+            st.done = true;
+            (Outcome::Dead { error }, false)
+        } else if let Some(Ok(defer)) = limit_decision {
             // Keep what the attempt did; the next attempt re-plans and goes on.
+            st.merge_partial(r);
+            (defer, false)
+        } else if transient && attempt + 1 < self.cfg.max_attempts {
             st.merge_partial(r);
             let why: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
             let why = if why.is_empty() {
@@ -758,20 +937,14 @@ impl Worker {
             } else {
                 why.join("; ")
             };
-            if limit {
-                self.metrics.limit_backoffs.with_label_values(&[job]).inc();
-                info!(job, account = %a.account, "server refuses more connections; backing off");
-                (Outcome::Requeue(self.limit_pause(attempt)), false)
-            } else {
-                warn!(job, account = %a.account, folder = %t.folder.name1, attempt, error = %why, "slice failed; will retry");
-                (
-                    Outcome::Retry {
-                        delay: self.backoff(attempt),
-                        error: why,
-                    },
-                    false,
-                )
-            }
+            warn!(job, account = %a.account, folder = %t.folder.name1, attempt, error = %why, "slice failed; will retry");
+            (
+                Outcome::Retry {
+                    delay: self.backoff(attempt),
+                    error: why,
+                },
+                false,
+            )
         } else {
             st.merge_slice(r, &out.errors);
             let more = r.synced && out.deferred > 0;
@@ -957,11 +1130,19 @@ mod tests {
         let m = r.metrics.render();
         use crate::metrics::sample;
         assert_eq!(
-            sample(&m, "imapfleet_task_retries_total", &[("job", &job.id)]),
+            sample(
+                &m,
+                "imapfleet_task_retries_total",
+                &[(crate::metrics::JOB_LABEL, &job.id)]
+            ),
             Some(2.0)
         );
         assert_eq!(
-            sample(&m, "imapfleet_dead_lettered_total", &[("job", &job.id)]),
+            sample(
+                &m,
+                "imapfleet_dead_lettered_total",
+                &[(crate::metrics::JOB_LABEL, &job.id)]
+            ),
             Some(1.0)
         );
         assert_eq!(
@@ -1001,6 +1182,7 @@ mod tests {
             raw2: "INBOX".into(),
             name2: "INBOX".into(),
             create: false,
+            merged: false,
         };
         let mut st = FolderState::new(&spec, false);
         st.done = true;
@@ -1042,5 +1224,158 @@ mod tests {
         assert!(!is_limit(
             "authentication failed for u: NO [AUTHENTICATIONFAILED] Authentication failed."
         ));
+    }
+
+    /// A server that greets and answers every login with `NO [LIMIT]`; counts the logins.
+    async fn limit_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = logins.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    let _ = w.write_all(b"* OK [CAPABILITY IMAP4rev1] fake\r\n").await;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let mut it = line.split_whitespace();
+                        let tag = it.next().unwrap_or("*").to_string();
+                        let verb = it.next().unwrap_or("").to_ascii_uppercase();
+                        let answer = match verb.as_str() {
+                            "CAPABILITY" => format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n"),
+                            "LOGIN" | "AUTHENTICATE" => {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                format!("{tag} NO [LIMIT] Too many connections from this user\r\n")
+                            }
+                            "LOGOUT" => format!("* BYE bye\r\n{tag} OK done\r\n"),
+                            _ => format!("{tag} BAD what\r\n"),
+                        };
+                        if w.write_all(answer.as_bytes()).await.is_err() || verb == "LOGOUT" {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, logins)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_keeps_refusing_for_its_limit_fails_the_account_after_a_bounded_wait() {
+        let (port, logins) = limit_server().await;
+        let r = rig(3);
+        let b = parse_batch(
+            &format!(
+                "127.0.0.1;alice;pw-Zq9;127.0.0.1;alice;pw-Zq9;--port1 {port} --port2 {port} --notls1 --notls2 --timeout 5;"
+            ),
+            BatchFormat::Imapsync,
+            "",
+        );
+        assert!(b.is_clean(), "{:?}", b.errors);
+        let d = Dispatcher::new(
+            Arc::new(r.queue.clone()),
+            r.state.clone(),
+            r.sealer.clone(),
+            r.metrics.clone(),
+        );
+        let job = d.dispatch(&b.accounts, Some("t"), 5).await.unwrap();
+        let started = Instant::now();
+        drain(
+            &r,
+            WorkerConfig {
+                limit_backoff: Duration::from_millis(20),
+                limit_max_wait: Duration::from_millis(400),
+                limit_max_refusals: 0,
+                ..cfg(3)
+            },
+        )
+        .await;
+        let took = started.elapsed();
+        let v = d.status(&job.id).await.unwrap();
+        let a = &v.accounts[0];
+        assert_eq!(a.status, AccountStatus::Failed, "{a:?}");
+        assert_eq!(a.error_class.as_deref(), Some(CONNECTION_LIMIT_CLASS));
+        let rec = r.state.account(&job.id, &a.account).await.unwrap().unwrap();
+        let msg = &rec.errors[0].message;
+        assert!(
+            msg.contains(&format!("127.0.0.1:{port}"))
+                && msg.contains("alice")
+                && msg.contains("[LIMIT]"),
+            "names the host, the user and the server's words: {msg}"
+        );
+        assert_eq!(rec.retries, 0, "refusals are not attempts");
+        // Pauses 20, 40, 80, 160 ms, then cut to the 400 ms deadline: several refusals, bounded.
+        // Each try logs in to both sides (this one server) at once: two refusals per try.
+        let n = logins.load(std::sync::atomic::Ordering::SeqCst) / 2;
+        assert!((4..=8).contains(&n), "{n} tries");
+        assert!(took >= Duration::from_millis(300), "waited: {took:?}");
+        assert!(took < Duration::from_secs(10), "bounded: {took:?}");
+        let dead = r.queue.take_dead_letters();
+        assert_eq!(dead.len(), 1, "given up: dead-lettered");
+        assert_eq!(dead[0].attempts, 1, "on its first attempt");
+        assert!(
+            dead[0].error.starts_with("connection limit: "),
+            "{}",
+            dead[0].error
+        );
+        let m = r.metrics.render();
+        use crate::metrics::sample;
+        assert_eq!(
+            sample(&m, "imapfleet_limit_backoffs_total", &[]),
+            Some(n as f64),
+            "every refusal counted"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "imapfleet_errors_total",
+                &[("class", CONNECTION_LIMIT_CLASS)]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&m, "imapfleet_dead_lettered_total", &[]), Some(1.0));
+        assert_eq!(sample(&m, "imapfleet_task_retries_total", &[]), None);
+        assert!(!m.contains("pw-Zq9") && !dead[0].error.contains("pw-Zq9"));
+    }
+
+    #[tokio::test]
+    async fn the_refusal_count_bounds_the_limit_wait_too() {
+        let (port, logins) = limit_server().await;
+        let r = rig(3);
+        let b = parse_batch(
+            &format!(
+                "127.0.0.1;bob;pw;127.0.0.1;bob;pw;--port1 {port} --port2 {port} --notls1 --notls2 --timeout 5;"
+            ),
+            BatchFormat::Imapsync,
+            "",
+        );
+        let d = Dispatcher::new(
+            Arc::new(r.queue.clone()),
+            r.state.clone(),
+            r.sealer.clone(),
+            r.metrics.clone(),
+        );
+        let job = d.dispatch(&b.accounts, None, 5).await.unwrap();
+        drain(
+            &r,
+            WorkerConfig {
+                limit_backoff: Duration::from_millis(5),
+                limit_max_wait: Duration::from_secs(3600),
+                limit_max_refusals: 3,
+                ..cfg(3)
+            },
+        )
+        .await;
+        let v = d.status(&job.id).await.unwrap();
+        assert_eq!(
+            v.accounts[0].error_class.as_deref(),
+            Some(CONNECTION_LIMIT_CLASS)
+        );
+        // Three refusals waited out, the fourth gives up (two logins per try: both sides).
+        assert_eq!(logins.load(std::sync::atomic::Ordering::SeqCst), 2 * 4);
+        assert_eq!(r.queue.take_dead_letters().len(), 1);
     }
 }

@@ -200,7 +200,7 @@ async fn embedded_run_copies_every_account_in_slices_and_fails_a_wrong_password(
         sample(
             &m,
             "imapfleet_messages_copied_total",
-            &[("job", &view.job.id)]
+            &[("imapfleet_job", &view.job.id)]
         ),
         Some(transferred as f64)
     );

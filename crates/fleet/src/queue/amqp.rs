@@ -15,7 +15,10 @@
 //!   `x-expires` (delay + 1 h) so unused ones go away, and is re-declared before every retry publish
 //!   (a declare counts as use; a publish does not).
 //!
-//! Attempts travel in the `imapfleet-attempt` header (deliveries before this one). Acknowledgement is
+//! Attempts travel in the `imapfleet-attempt` header (deliveries before this one); deferrals (puts
+//! back that are not attempts: a server refusing more connections) in `imapfleet-deferrals`, with
+//! the first one's time (ms since the epoch) in `imapfleet-deferred-since`. A deferred message
+//! goes through the delay queues like a retry, keeping its attempt count. Acknowledgement is
 //! manual; `prefetch` bounds unacknowledged deliveries per consumer (basic.qos).
 //!
 //! Connection loss: the next `publish`/`next` reconnects (retrying with backoff for
@@ -54,6 +57,10 @@ pub const ATTEMPT_HEADER: &str = "imapfleet-attempt";
 pub const ATTEMPTS_HEADER: &str = "imapfleet-attempts";
 /// Header on dead letters and retried messages: the last error.
 pub const ERROR_HEADER: &str = "imapfleet-error";
+/// Header: deferrals in a row before this delivery (see [`Delivery::defer`]).
+pub const DEFERRALS_HEADER: &str = "imapfleet-deferrals";
+/// Header: when the first of those deferrals was made, ms since the Unix epoch.
+pub const DEFERRED_SINCE_HEADER: &str = "imapfleet-deferred-since";
 /// Longest error text carried in a header.
 const MAX_ERROR_LEN: usize = 2000;
 /// Longest retry delay (a day); longer ones are cut to it.
@@ -254,6 +261,21 @@ fn header_u32(props: &BasicProperties, name: &str) -> Option<u32> {
         AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
         _ => None,
     }
+}
+
+fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::Timestamp(v) => Some(*v),
+        _ => header_u32(props, name).map(u64::from),
+    }
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn header_string(props: &BasicProperties, name: &str) -> Option<String> {
@@ -764,11 +786,15 @@ struct AmqpDelivery {
     body: Vec<u8>,
     attempt: u32,
     redelivered: bool,
+    deferrals: u32,
+    deferred_since_ms: Option<u64>,
 }
 
 impl AmqpDelivery {
     fn new(inner: Arc<Inner>, channel: Channel, mut d: LapinDelivery) -> Self {
         let attempt = header_u32(&d.properties, ATTEMPT_HEADER).unwrap_or(0);
+        let deferrals = header_u32(&d.properties, DEFERRALS_HEADER).unwrap_or(0);
+        let deferred_since_ms = header_u64(&d.properties, DEFERRED_SINCE_HEADER);
         let body = std::mem::take(&mut d.data);
         AmqpDelivery {
             inner,
@@ -777,6 +803,8 @@ impl AmqpDelivery {
             delivery: Some(d),
             body,
             attempt,
+            deferrals,
+            deferred_since_ms,
         }
     }
 
@@ -879,6 +907,58 @@ impl Delivery for AmqpDelivery {
         // The copy is confirmed; now the original goes. A crash in between means one duplicate
         // delivery (at-least-once), never a loss.
         self.ack_inner().await
+    }
+
+    async fn defer(mut self: Box<Self>, delay: Duration) -> Result<(), QueueError> {
+        let mut headers = FieldTable::default();
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(self.attempt));
+        headers.insert(
+            DEFERRALS_HEADER.into(),
+            AMQPValue::LongUInt(self.deferrals.saturating_add(1)),
+        );
+        let since = self.deferred_since_ms.unwrap_or_else(epoch_ms);
+        headers.insert(
+            DEFERRED_SINCE_HEADER.into(),
+            AMQPValue::LongLongInt(i64::try_from(since).unwrap_or(i64::MAX)),
+        );
+        if delay.is_zero() {
+            let q = self.inner.cfg.queue.clone();
+            self.inner.publish_to(&q, &self.body, headers, None).await?;
+        } else {
+            let ms = delay_bucket_ms(delay);
+            let q = self.inner.cfg.delay_queue(ms);
+            self.inner
+                .publish_to(&q, &self.body, headers, Some(ms))
+                .await?;
+        }
+        // As in retry: the copy is confirmed before the original goes.
+        self.ack_inner().await
+    }
+
+    async fn dead_letter(mut self: Box<Self>, error: &str) -> Result<(), QueueError> {
+        let attempts = self.attempt.saturating_add(1);
+        let error = truncate_error(error);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ERROR_HEADER.into(),
+            AMQPValue::LongString(LongString::from(error.as_str())),
+        );
+        headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempts));
+        let dead = self.inner.cfg.dead_queue();
+        self.inner
+            .publish_to(&dead, &self.body, headers, None)
+            .await?;
+        tracing::warn!(queue = %self.inner.cfg.queue, attempts, "task dead-lettered");
+        self.ack_inner().await
+    }
+
+    fn deferrals(&self) -> u32 {
+        self.deferrals
+    }
+
+    fn deferred_since_ms(&self) -> Option<u64> {
+        self.deferred_since_ms
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), QueueError> {

@@ -21,6 +21,14 @@ struct Msg {
     body: Vec<u8>,
     attempt: u32,
     redelivered: bool,
+    deferrals: u32,
+    deferred_since_ms: Option<u64>,
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Debug)]
@@ -58,6 +66,19 @@ struct State {
 }
 
 impl State {
+    /// Ready now (`delay` zero) or once `delay` has passed.
+    fn push_after(&mut self, delay: Duration, seq: u64, msg: Msg) {
+        if delay.is_zero() {
+            self.ready.push_back(msg);
+        } else {
+            self.delayed.push(Reverse(Delayed {
+                due: Instant::now() + delay,
+                seq,
+                msg,
+            }));
+        }
+    }
+
     /// Move every delayed message that is due to the ready queue; the next due time if any remain.
     fn promote(&mut self, now: Instant) -> Option<Instant> {
         while let Some(Reverse(d)) = self.delayed.peek() {
@@ -145,6 +166,8 @@ impl TaskQueue for MemoryQueue {
                 body: body.to_vec(),
                 attempt: 0,
                 redelivered: false,
+                deferrals: 0,
+                deferred_since_ms: None,
             });
         }
         self.inner.notify.notify_one();
@@ -280,19 +303,48 @@ impl Delivery for MemoryDelivery {
                     body: msg.body,
                     attempt: attempts,
                     redelivered: false,
+                    deferrals: 0,
+                    deferred_since_ms: None,
                 };
-                if delay.is_zero() {
-                    s.ready.push_back(msg);
-                } else {
-                    s.delayed.push(Reverse(Delayed {
-                        due: Instant::now() + delay,
-                        seq,
-                        msg,
-                    }));
-                }
+                s.push_after(delay, seq, msg);
             }
         });
         Ok(())
+    }
+
+    async fn defer(mut self: Box<Self>, delay: Duration) -> Result<(), QueueError> {
+        self.settle(move |s, msg| {
+            s.seq += 1;
+            let seq = s.seq;
+            let msg = Msg {
+                deferrals: msg.deferrals.saturating_add(1),
+                deferred_since_ms: msg.deferred_since_ms.or_else(|| Some(epoch_ms())),
+                redelivered: false,
+                ..msg
+            };
+            s.push_after(delay, seq, msg);
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(mut self: Box<Self>, error: &str) -> Result<(), QueueError> {
+        let error = error.to_string();
+        self.settle(move |s, msg| {
+            s.dead.push(DeadLetter {
+                body: msg.body,
+                attempts: msg.attempt.saturating_add(1),
+                error,
+            });
+        });
+        Ok(())
+    }
+
+    fn deferrals(&self) -> u32 {
+        self.msg.as_ref().map_or(0, |m| m.deferrals)
+    }
+
+    fn deferred_since_ms(&self) -> Option<u64> {
+        self.msg.as_ref().and_then(|m| m.deferred_since_ms)
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), QueueError> {
@@ -452,5 +504,46 @@ mod tests {
         let mut want: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_string().into_bytes()).collect();
         want.sort();
         assert_eq!(all, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn defer_counts_deferrals_not_attempts_and_dead_letter_is_at_once() {
+        let q = MemoryQueue::new(3);
+        q.publish(b"t").await.unwrap();
+        let d = next(&q).await;
+        assert_eq!((d.deferrals(), d.deferred_since_ms()), (0, None));
+        d.defer(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(q.delayed(), 1, "waits out its pause");
+        let before = Instant::now();
+        let d = next(&q).await;
+        assert!(before.elapsed() >= Duration::from_secs(5));
+        assert_eq!(d.attempt(), 0, "a deferral is not an attempt");
+        assert_eq!(d.deferrals(), 1);
+        let since = d.deferred_since_ms().expect("stamped");
+        d.defer(Duration::from_secs(1)).await.unwrap();
+        let d = next(&q).await;
+        assert_eq!(d.deferrals(), 2);
+        assert_eq!(
+            d.deferred_since_ms(),
+            Some(since),
+            "the first deferral's time is kept"
+        );
+        // A retry counts an attempt and starts the deferrals again.
+        d.retry(Duration::ZERO, "lost").await.unwrap();
+        let d = next(&q).await;
+        assert_eq!(
+            (d.attempt(), d.deferrals(), d.deferred_since_ms()),
+            (1, 0, None)
+        );
+        d.dead_letter("connection limit: given up").await.unwrap();
+        assert!(q.is_idle());
+        assert_eq!(
+            q.take_dead_letters(),
+            vec![DeadLetter {
+                body: b"t".to_vec(),
+                attempts: 2,
+                error: "connection limit: given up".into()
+            }]
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! Semantics both backends keep: at-least-once delivery; a delivery is acknowledged only by
 //! [`Delivery::ack`]; [`Delivery::retry`] puts it back after a delay (exponential backoff is the caller's
 //! choice of delay) with its attempt count incremented; after `max_attempts` a retried delivery goes to
-//! the dead-letter queue with the last error attached instead.
+//! the dead-letter queue with the last error attached instead. [`Delivery::defer`] puts it back after
+//! a delay *without* counting an attempt but counting a deferral (a server refusing more
+//! connections: back-pressure, bounded by the caller's rule, see [`crate::limits::LimitBackoff`]);
+//! [`Delivery::dead_letter`] sends it to the dead-letter queue at once.
 
 use std::time::Duration;
 
@@ -37,6 +40,20 @@ pub trait Delivery: Send {
     async fn retry(self: Box<Self>, delay: Duration, error: &str) -> Result<(), QueueError>;
     /// Put it back at once without counting an attempt (e.g. shutting down mid-slice).
     async fn requeue(self: Box<Self>) -> Result<(), QueueError>;
+    /// Deliver again after `delay` without counting an attempt, counting one more deferral (the
+    /// first one stamps [`Delivery::deferred_since_ms`]). A [`Delivery::retry`] starts the count
+    /// again.
+    async fn defer(self: Box<Self>, delay: Duration) -> Result<(), QueueError>;
+    /// Give up now: to the dead-letter queue with `error`, whatever the attempts left.
+    async fn dead_letter(self: Box<Self>, error: &str) -> Result<(), QueueError>;
+    /// Deferrals in a row before this delivery (0 when it was never deferred).
+    fn deferrals(&self) -> u32 {
+        0
+    }
+    /// When the first of those deferrals was made (ms since the Unix epoch).
+    fn deferred_since_ms(&self) -> Option<u64> {
+        None
+    }
     /// True when the broker handed this message out before and it was not settled (the previous
     /// consumer died or its connection broke): the work may have been half done.
     fn redelivered(&self) -> bool {
