@@ -3,7 +3,7 @@
 //! `--delete2folders` with `--delete2foldersonly/--delete2foldersbutnot`, `--delete1` (only what
 //! host2 confirms), `--expunge1`, and `--delete1 --delete2` refused.
 //!
-//! Users: user0226..user0231.
+//! Users: user0226..user0232.
 
 use std::sync::Arc;
 
@@ -409,4 +409,79 @@ fn delete1_with_delete2_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--force-delete alone: {out:?}");
+}
+
+/// Two host1 folders mapped into one host2 folder: each source's plan sees the other's messages
+/// as "only on host2". --delete2 (even forced) and --delete2duplicates must leave that folder
+/// alone, say so, and never lose a message host1 has; the other folders still get deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete2_never_deletes_in_a_folder_several_host1_folders_map_into() {
+    let Some(lab) = lab() else { return };
+    let user = "user0232";
+    lab.fresh(user);
+    let (ep1, ep2) = (lab.endpoint(1, user), lab.endpoint(2, user));
+    append_raw(
+        &ep1,
+        "A",
+        &(0..4).map(|i| msg("merge-a", i)).collect::<Vec<_>>(),
+    )
+    .await;
+    append_raw(
+        &ep1,
+        "B",
+        &(0..3).map(|i| msg("merge-b", i)).collect::<Vec<_>>(),
+    )
+    .await;
+    append_raw(
+        &ep1,
+        "C",
+        &(0..2).map(|i| msg("merge-c", i)).collect::<Vec<_>>(),
+    )
+    .await;
+    // host2's own message in the separate folder C: --delete2 may remove that one.
+    append_raw(&ep2, "C", &[msg("own-c", 0)]).await;
+    for state in [false, true] {
+        let dir = state_dir("delete2-merged");
+        let mut opts = if state {
+            with_state(&dir)
+        } else {
+            SyncOptions::default()
+        };
+        opts.mapping.f1f2 = vec![("A".into(), "Merged".into()), ("B".into(), "Merged".into())];
+        opts.plan.delete2 = true;
+        opts.plan.delete2_duplicates = true;
+        opts.force_delete = true;
+        for pass in 0..2 {
+            let r = run(&ep1, &ep2, &opts).await;
+            let snap = snapshot(&ep2).await;
+            assert_eq!(
+                in_folder(&snap, "Merged"),
+                7,
+                "state {state} pass {pass}: both sources kept:\n{r}"
+            );
+            assert_eq!(in_folder(&snap, "C"), 2, "C's own message deleted:\n{r}");
+            let refusal = r.errors.iter().find(|e| {
+                e.class == ErrorClass::Delete && e.message.contains("several host1 folders")
+            });
+            if pass == 0 && !state {
+                // The first pass: host2's own message in C goes. Whether one source's plan saw
+                // the other's copies depends on the order the folders ran in.
+                assert_eq!(r.totals.deleted2, 1, "{r}");
+            } else {
+                assert_eq!(r.totals.deleted2, 0, "state {state} pass {pass}:\n{r}");
+                assert!(
+                    refusal.is_some(),
+                    "state {state} pass {pass}: the refusal is told:\n{r}"
+                );
+                assert_ne!(
+                    r.exit_code(),
+                    0,
+                    "a refused deletion is not a clean run:\n{r}"
+                );
+            }
+        }
+        let v = verify_account(&ep1, &ep2, &opts).await.unwrap();
+        assert!(v.ok, "every host1 message is on host2:\n{v}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

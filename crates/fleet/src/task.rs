@@ -338,6 +338,10 @@ pub struct FolderSpec {
     pub name2: String,
     /// host2 did not have it at mapping time (the account task created it, or in a dry run would).
     pub create: bool,
+    /// Another host1 folder maps to the same host2 folder: no `--delete2` here
+    /// ([`FolderPair::merged`]). Absent in tasks of older versions: false.
+    #[serde(default)]
+    pub merged: bool,
 }
 
 impl FolderSpec {
@@ -348,6 +352,7 @@ impl FolderSpec {
             raw2: p.raw2.clone(),
             name2: p.name2.clone(),
             create: p.create,
+            merged: p.merged,
         }
     }
 
@@ -359,6 +364,7 @@ impl FolderSpec {
             raw2: self.raw2.clone(),
             create: self.create,
             special_use: None,
+            merged: self.merged,
         }
     }
 }
@@ -510,6 +516,7 @@ mod tests {
                 raw2: "Sent".into(),
                 name2: "Sent".into(),
                 create: true,
+                merged: false,
             },
             slice: 2,
             created: true,
@@ -563,6 +570,7 @@ mod tests {
                     raw2: raw2.into(),
                     name2: raw2.into(),
                     create: false,
+                    merged: false,
                 },
                 slice: 0,
                 created: false,

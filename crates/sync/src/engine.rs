@@ -353,6 +353,18 @@ pub(crate) async fn map_account(
     let h2 = SideFacts::from_server(&ns2, list2, opts.sep2, opts.prefix2.clone());
     let map = map_folders(&h1, &h2, &opts.mapping)
         .map_err(|e| SyncError::account(ErrorClass::Usage, e.to_string()))?;
+    for (name2, sources) in map.merged_targets() {
+        warn!(
+            to = %name2,
+            from = ?sources,
+            "several host1 folders map into one host2 folder: their messages are merged there{}",
+            if opts.plan.delete2 || opts.plan.delete2_duplicates {
+                "; --delete2 leaves that folder alone"
+            } else {
+                ""
+            }
+        );
+    }
     if opts.delete2_folders.is_some() {
         statuses.host1 = Some(h1);
     }

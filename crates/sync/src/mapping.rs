@@ -154,6 +154,10 @@ pub struct FolderPair {
     pub create: bool,
     /// Special use of host1's folder, if any.
     pub special_use: Option<SpecialUse>,
+    /// Another host1 folder maps to the same host2 folder ([`FolderMap::merged_targets`]): each
+    /// source's plan sees the other's messages as "only on host2", so `--delete2` and
+    /// `--delete2duplicates` must not act on it.
+    pub merged: bool,
 }
 
 /// The result of mapping a whole account.
@@ -283,7 +287,13 @@ pub fn map_folders(
         })
         .collect();
     let creates = creates_for(&pairs, h2);
-    Ok(FolderMap { pairs, creates })
+    let mut map = FolderMap { pairs, creates };
+    for (name2, _) in map.merged_targets() {
+        for p in map.pairs.iter_mut().filter(|p| same_name(&p.name2, &name2)) {
+            p.merged = true;
+        }
+    }
+    Ok(map)
 }
 
 const INBOX: &str = "INBOX";
@@ -446,6 +456,7 @@ fn make_pair(entry: &MailboxEntry, name2: String, h2: &SideFacts) -> FolderPair 
         raw2,
         create,
         special_use: entry.special_use,
+        merged: false,
     }
 }
 

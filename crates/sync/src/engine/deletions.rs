@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::folder::{read_side, Fail};
 use super::{Side, SyncOptions};
+use crate::mapping::FolderPair;
 use crate::plan::{delete2_guard, FolderPlan, FolderSide};
 use crate::report::{ErrorClass, FolderReport, SyncError};
 
@@ -42,7 +43,23 @@ fn allowed(
     side2: &FolderSide,
     opts: &SyncOptions,
     folder: &str,
+    pair: &FolderPair,
 ) -> Result<Vec<u32>, SyncError> {
+    if pair.merged && !plan.deletions2.is_empty() {
+        // Not even with --force-delete: the other source's messages are in this plan's
+        // "only on host2", and deleting them loses mail that host1 still has.
+        return Err(SyncError::folder(
+            ErrorClass::Delete,
+            folder,
+            format!(
+                "--delete2: several host1 folders map into host2 folder {:?}; a plan of one of \
+                 them cannot tell the others' messages from deleted ones: {} messages kept \
+                 (map them apart with --f1f2/--regextrans2 to delete in them)",
+                pair.name2,
+                plan.deletions2.len()
+            ),
+        ));
+    }
     if plan.deletions2.is_empty() || opts.force_delete {
         return Ok(plan.deletions2.clone());
     }
@@ -66,14 +83,15 @@ pub(crate) async fn delete2(
     (side1, side2): (&FolderSide, &FolderSide),
     opts: &SyncOptions,
     folder: &str,
-    raw2: &str,
+    pair: &FolderPair,
     rep: &mut FolderReport,
     errs: &mut Vec<SyncError>,
 ) -> Result<u64, Fail> {
     if !(opts.plan.delete2 || opts.plan.delete2_duplicates) || plan.deletions2.is_empty() {
         return Ok(0);
     }
-    let uids = match allowed(plan, side1, side2, opts, folder) {
+    let raw2 = pair.raw2.as_str();
+    let uids = match allowed(plan, side1, side2, opts, folder, pair) {
         Ok(u) => u,
         Err(e) => {
             warn!(folder, "{}", e.message);

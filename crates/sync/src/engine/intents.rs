@@ -387,6 +387,7 @@ mod tests {
             name2: "INBOX".into(),
             create: false,
             special_use: None,
+            merged: false,
         }
     }
 

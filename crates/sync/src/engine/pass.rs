@@ -226,7 +226,7 @@ pub(crate) async fn sync_folder(
             (plan1, plan2),
             opts,
             name1,
-            &pair.raw2,
+            pair,
             rep,
             errs,
         )
@@ -278,7 +278,7 @@ pub(crate) async fn sync_folder(
         (plan1, plan2),
         opts,
         name1,
-        &pair.raw2,
+        pair,
         rep,
         errs,
     )

@@ -966,6 +966,16 @@ fn merged_targets_are_visible() {
         )]
     );
     assert_eq!(m.creates, vec!["INBOX.COMPTA", "INBOX.Other"]);
+    // Each pair knows it: --delete2 must not act on a merged target.
+    let merged: Vec<(&str, bool)> = m
+        .pairs
+        .iter()
+        .map(|p| (p.name1.as_str(), p.merged))
+        .collect();
+    assert_eq!(
+        merged,
+        vec![("INBOX/COMPTA", true), ("COMPTA", true), ("Other", false)]
+    );
 }
 
 #[test]

@@ -523,6 +523,7 @@ mod tests {
             name2: b.into(),
             create: false,
             special_use: None,
+            merged: false,
         };
         assert_ne!(pair_key(&p("ab", "c")), pair_key(&p("a", "bc")));
     }
