@@ -194,7 +194,7 @@ fn check_keys<'a>(
             continue;
         }
         let as_option = key.replace('_', "-");
-        let is_option = options.iter().any(|o| *o == as_option);
+        let is_option = options.contains(&as_option);
         let name = if from_env {
             format!("IMAPFLEET_{}", key.to_ascii_uppercase())
         } else {
