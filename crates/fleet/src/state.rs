@@ -649,6 +649,9 @@ impl std::fmt::Debug for RedisState {
     }
 }
 
+/// Longest wait for one job-state reply (see [`RedisState::connect`]).
+pub const STATE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn backend(e: redis::RedisError) -> StateError {
     StateError::Backend(e.to_string())
 }
@@ -657,7 +660,16 @@ impl RedisState {
     /// Connect to `url` (`redis://host:port/db`); keys start with `prefix` (default `imapfleet`).
     pub async fn connect(url: &str, prefix: Option<&str>) -> Result<RedisState, StateError> {
         let client = redis::Client::open(url).map_err(backend)?;
-        let conn = client.get_connection_manager().await.map_err(backend)?;
+        // A job's hash holds every account and folder record: 14 MB for 1,000 accounts x 20
+        // folders, which Redis takes over a second to send; the client's default 500 ms response
+        // timeout would fail `status` on exactly the jobs it matters for.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(STATE_RESPONSE_TIMEOUT));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(backend)?;
         Ok(RedisState {
             conn,
             prefix: prefix.unwrap_or("imapfleet").to_string(),
