@@ -305,3 +305,89 @@ fn implicit_tls_and_master_user_logins_work_from_the_command_line() {
         .unwrap();
     assert_eq!(o.status.code(), Some(12), "{}", text(&o));
 }
+
+/// Two processes writing into one host2 account would both copy what they find missing. While
+/// another process holds the account's machine-wide guard, `sync` and `run` refuse to start
+/// (usage exit code, the account named), a `--dry` sync still runs, and once the guard is free
+/// the sync goes through.
+#[test]
+fn a_second_process_into_the_same_host2_account_is_refused() {
+    use imapfleet_fleet::lock::host::try_guard;
+    let Some(lab) = lab() else { return };
+    let user = "user0036";
+    lab.fresh(user);
+    let locks = std::env::temp_dir().join(format!("imapfleet-cli-guard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&locks);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(append_raw(
+        &lab.endpoint(1, user),
+        "INBOX",
+        &[msg("guard-1", "one"), msg("guard-2", "two")],
+    ));
+    let guarded = |args: &[String]| {
+        Command::new(bin())
+            .args(args)
+            .env("IMAPFLEET_LOCK_DIR", &locks)
+            .env_remove("IMAPFLEET_PASSWORD1")
+            .env_remove("IMAPFLEET_PASSWORD2")
+            .output()
+            .expect("run imapfleet")
+    };
+    let held = try_guard(&locks, "127.0.0.1", lab.host2_port, user).expect("guard");
+    let o = guarded(&sync_args(&lab, user, &["--nostate"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "another imapfleet process on this machine is syncing into {user}@127.0.0.1"
+        )),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        count(&rt.block_on(snapshot(&lab.endpoint(2, user)))),
+        0,
+        "nothing copied"
+    );
+    // A dry run writes nothing: it runs beside the holder.
+    let o = guarded(&sync_args(&lab, user, &["--nostate", "--dry"]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `run` with a batch naming that account (and another one): nothing starts.
+    let pw = lab.password.clone();
+    let batch = lab.dir.join("cli-guard-batch.txt");
+    std::fs::write(
+        &batch,
+        format!("127.0.0.1;user0037;{pw};127.0.0.1;user0037;{pw};\n127.0.0.1;{user};{pw};127.0.0.1;{user};{pw};\n"),
+    )
+    .unwrap();
+    let defaults = format!(
+        "--port1 {} --port2 {} --cafile1 {} --cafile2 {}",
+        lab.host1_port,
+        lab.host2_port,
+        lab.ca.display(),
+        lab.ca.display()
+    );
+    let o = guarded(&[
+        "run".into(),
+        "--accounts".into(),
+        batch.display().to_string(),
+        "--defaults".into(),
+        defaults,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("line 2: {user}@127.0.0.1")),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("line 1:"),
+        "the free account is not named: {}",
+        text(&o)
+    );
+    // Free again: the sync runs and copies both messages.
+    drop(held);
+    let o = guarded(&sync_args(&lab, user, &["--nostate"]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(count(&rt.block_on(snapshot(&lab.endpoint(2, user)))), 2);
+    let _ = std::fs::remove_dir_all(&locks);
+}

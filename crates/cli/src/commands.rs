@@ -131,6 +131,30 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
     opts.plan.not_before = a.maxage.map(days_ago).transpose()?;
     opts.plan.not_after = a.minage.map(days_ago).transpose()?;
     opts.state = state_handle(settings, &a);
+    // The report file is opened before the migration, not found unwritable after it.
+    let report_file = a
+        .report_json
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map_err(|e| UsageError(format!("--report-json {}: {e}", path.display())))
+        })
+        .transpose()?;
+    // One process at a time writes into a host2 account from this machine: two would both
+    // copy what they find missing (a dry run writes nothing and needs no guard).
+    let _guard = if opts.dry_run {
+        None
+    } else {
+        Some(
+            imapfleet_fleet::lock::host::try_guard(
+                &imapfleet_fleet::lock::host::default_dir(),
+                &ep2.host,
+                ep2.port,
+                &ep2.user,
+            )
+            .map_err(|e| UsageError(e.to_string()))?,
+        )
+    };
 
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| Arc::new(Bar::new()));
@@ -143,9 +167,11 @@ pub async fn sync(settings: &Settings, a: SyncArgs) -> Result<i32> {
         b.finish();
     }
     println!("{report}");
-    if let Some(path) = &a.report_json {
+    if let (Some(path), Some(mut file)) = (&a.report_json, report_file) {
+        use std::io::Write;
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report.exit_code())
 }
