@@ -207,7 +207,8 @@ impl FolderState {
         c.duplicates_host1 = r.duplicates_host1;
         c.vanished_host1 += r.vanished_host1;
         c.flags_dropped += r.flags_dropped;
-        c.missing_on_host2 = r.missing_on_host2;
+        // A dry run's "missing" is what it would copy: not a shortfall that fails the account.
+        c.missing_on_host2 = if r.dry_run { 0 } else { r.missing_on_host2 };
         c.only_on_host2 = r.only_on_host2;
         c.errors += errors.len() as u64;
         c.reconnects += u64::from(r.reconnects);
@@ -1193,5 +1194,28 @@ mod tests {
         let v = AccountView::build(&r, &[(0, st)].into_iter().collect());
         assert_eq!(v.status, AccountStatus::Failed);
         assert_eq!(v.error_class.as_deref(), Some("incomplete"));
+    }
+
+    #[test]
+    fn a_dry_run_is_done_with_what_it_would_copy_counted() {
+        let mut r = rec("a");
+        r.prepared = true;
+        r.folders = vec![spec("INBOX")];
+        let mut st = FolderState::new(&spec("INBOX"), false);
+        st.merge_slice(
+            &FolderReport {
+                synced: true,
+                dry_run: true,
+                transferred: 5,
+                missing_on_host2: 5,
+                ..FolderReport::default()
+            },
+            &[],
+        );
+        st.done = true;
+        let v = AccountView::build(&r, &[(0, st)].into_iter().collect());
+        assert_eq!(v.status, AccountStatus::Done, "{v:?}");
+        assert_eq!(v.error_class, None);
+        assert_eq!(v.totals.transferred, 5, "what it would copy");
     }
 }

@@ -166,6 +166,10 @@ pub struct FolderReport {
     pub created: bool,
     /// The folder was fully processed (selected, planned, executed), possibly with message errors.
     pub synced: bool,
+    /// A dry run: nothing was written, so `missing_on_host2` is what a real run would copy, not
+    /// a shortfall.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// Messages in the host1 folder (EXISTS at EXAMINE).
     pub host1_messages: u64,
     /// Messages in the host2 folder before this run (EXISTS at SELECT).

@@ -207,6 +207,7 @@ pub(crate) async fn sync_folder(
 
     if opts.dry_run {
         // Count what would be done; write nothing (not even the saved state).
+        rep.dry_run = true;
         rep.transferred = plan.copies.len() as u64;
         rep.bytes = to_copy_bytes;
         rep.flags_updated = plan.flag_updates.len() as u64;
