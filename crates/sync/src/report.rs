@@ -397,8 +397,17 @@ impl AccountReport {
                 } else {
                     format!(" ({})", classes.join(", "))
                 };
+                // A folder that was never read has no count: say so rather than "0 missing".
+                let unread = self.folders.iter().filter(|f| !f.synced).count();
+                let unread = if unread == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " in the folders read; {unread} folder(s) not synced, their messages not counted"
+                    )
+                };
                 format!(
-                    "FAILED{dry} (exit {}, {}): {} -> {}: {} errors{detail}, {missing} host1 messages not on host2",
+                    "FAILED{dry} (exit {}, {}): {} -> {}: {} errors{detail}, {missing} host1 messages not on host2{unread}",
                     worst.exit_code(),
                     worst.name(),
                     self.user1,
@@ -652,6 +661,31 @@ mod tests {
         let r = report(vec![folder("INBOX", 10, 1)], vec![]);
         assert_eq!(r.exit_code(), 30);
         assert!(r.verdict().starts_with("FAILED"));
+    }
+
+    #[test]
+    fn a_folder_never_read_is_not_counted_as_nothing_missing() {
+        let mut unread = folder("INBOX", 0, 0);
+        unread.synced = false;
+        let r = report(
+            vec![folder("Sent", 4, 0), unread],
+            vec![SyncError::folder(ErrorClass::Create, "INBOX", "refused")],
+        );
+        let v = r.verdict();
+        assert!(
+            v.ends_with("0 host1 messages not on host2 in the folders read; 1 folder(s) not synced, their messages not counted"),
+            "{v}"
+        );
+        // All folders read: no such note.
+        let r = report(
+            vec![folder("Sent", 4, 1)],
+            vec![SyncError::folder(ErrorClass::Append, "Sent", "x")],
+        );
+        assert!(
+            r.verdict().ends_with("1 host1 messages not on host2"),
+            "{}",
+            r.verdict()
+        );
     }
 
     #[test]
