@@ -65,13 +65,13 @@ fn apply_side_overrides(opts: &mut SyncOptions, v1: &SideValues, v2: &SideValues
 fn mapping_options(pair: &PairArgs) -> Result<MappingOptions> {
     let mut f1f2 = Vec::new();
     for spec in &pair.f1f2 {
-        let Some((a, b)) = spec.split_once('=') else {
-            return Err(UsageError(format!(
-                "--f1f2 {spec:?}: expected \"host1 folder=host2 folder\""
+        // Both names non-empty: "INBOX=" would map INBOX nowhere, "=X" maps nothing.
+        let (a, b) = imapfleet_sync::mapping::parse_f1f2(spec).map_err(|_| {
+            UsageError(format!(
+                "--f1f2 {spec:?}: expected \"host1 folder=host2 folder\", both names non-empty"
             ))
-            .into());
-        };
-        f1f2.push((a.to_string(), b.to_string()));
+        })?;
+        f1f2.push((a, b));
     }
     Ok(MappingOptions {
         folders: pair.folder.clone(),

@@ -54,3 +54,20 @@ fn unknown_option_is_a_usage_error() {
         .expect("run imapfleet");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn an_f1f2_with_an_empty_side_is_a_usage_error() {
+    for spec in ["INBOX=", "=Archive", "no-equals-sign"] {
+        let out = imapfleet()
+            .args(["sync", "--host1", "127.0.0.1", "--port1", "9", "--user1", "a"])
+            .args(["--host2", "127.0.0.1", "--port2", "9", "--user2", "b"])
+            .args(["--f1f2", spec])
+            .env("IMAPFLEET_PASSWORD1", "x")
+            .env("IMAPFLEET_PASSWORD2", "y")
+            .output()
+            .expect("run imapfleet");
+        assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--f1f2 {spec:?}")), "{spec}: {err}");
+    }
+}
