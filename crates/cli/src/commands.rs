@@ -204,7 +204,14 @@ fn state_handle(settings: &Settings, a: &SyncArgs) -> Option<StateHandle> {
 
 pub async fn verify(settings: &Settings, a: VerifyArgs) -> Result<i32> {
     let (ep1, ep2, opts) = pair_options(settings, &a.pair)?;
-    let report = verify_account(&ep1, &ep2, &opts).await?;
+    let report = match verify_account(&ep1, &ep2, &opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The same exit codes as `sync` (auth 10/11, connect 12/13, usage 2 ...).
+            eprintln!("imapfleet: verify: {e}");
+            return Ok(e.sync_error().class.exit_code());
+        }
+    };
     println!("{report}");
     if let Some(path) = &a.report_json {
         let json = serde_json::to_string_pretty(&report)?;

@@ -456,7 +456,9 @@ pub fn build_endpoint(n: u8, v: &SideValues, timeout: Duration) -> Result<Endpoi
         (_, _, AuthMethod::XOAuth2 { .. }) => Secret::default(),
         (Some(p), _, _) => Secret::new(p.clone()),
         (None, Some(file), _) => {
-            read_passfile(file).with_context(|| format!("--passfile{n} {}", file.display()))?
+            // A missing, unreadable or empty password file is the user's to fix: exit 2.
+            read_passfile(file)
+                .map_err(|e| UsageError(format!("--passfile{n} {}: {e:#}", file.display())))?
         }
         (None, None, _) => {
             return usage(format!(
@@ -499,7 +501,10 @@ fn read_passfile(path: &Path) -> Result<Secret> {
     let line = text.split('\n').next().unwrap_or("");
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.is_empty() {
-        bail!("the password file is empty");
+        if text.trim().is_empty() {
+            bail!("the password file is empty");
+        }
+        bail!("the first line of the password file is empty (the password is its first line)");
     }
     Ok(Secret::new(line))
 }
