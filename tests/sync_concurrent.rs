@@ -112,11 +112,7 @@ fn transferred(r: &Value) -> u64 {
 }
 
 fn msg(tag: &str, i: usize) -> Vec<u8> {
-    format!(
-        "From: a@example.com\r\nTo: b@example.org\r\nSubject: {tag} {i}\r\n\
-Message-ID: <{tag}-{i}@example.com>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nbody {tag} {i}\r\n"
-    )
-    .into_bytes()
+    imapfleet_tests::message(tag, i)
 }
 
 fn msgs(tag: &str, n: usize) -> Vec<Vec<u8>> {
@@ -405,13 +401,7 @@ async fn a_message_added_while_its_folder_copies_is_caught_by_the_next_pass() {
         // host1's user has the folder open already: the changes land at once.
         let mut user1 = Session::connect(&ep1).await.unwrap();
         user1.select("INBOX", false).await.unwrap();
-        let uids: Vec<u32> = user1
-            .fetch_meta("1:*", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.uid)
-            .collect();
+        let uids: Vec<u32> = imapfleet_tests::selected_uids(&mut user1).await;
         let mut child = p
             .command(&["--connections", "1"])
             .stdout(Stdio::piped())

@@ -42,11 +42,7 @@ async fn run(ep1: &Endpoint, ep2: &Endpoint, opts: &SyncOptions) -> AccountRepor
 }
 
 fn msg(tag: &str, i: usize) -> Vec<u8> {
-    format!(
-        "From: a@example.com\r\nTo: b@example.org\r\nSubject: {tag} {i}\r\n\
-Message-ID: <{tag}-{i}@example.com>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nbody {tag} {i}\r\n"
-    )
-    .into_bytes()
+    imapfleet_tests::message(tag, i)
 }
 
 fn in_folder(s: &Snapshot, name: &str) -> usize {
@@ -303,13 +299,7 @@ async fn delete1_moves_only_what_host2_confirms_and_expunge1_expunges_first() {
     // One message flagged \Deleted by host1's user: not copied, not touched by --delete1.
     let mut s = Session::connect(&ep1).await.unwrap();
     s.select("INBOX", false).await.unwrap();
-    let uids: Vec<u32> = s
-        .fetch_meta("1:*", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.uid)
-        .collect();
+    let uids: Vec<u32> = imapfleet_tests::selected_uids(&mut s).await;
     s.uid_store(&uids[..1], StoreMode::Add, &["\\Deleted".to_string()])
         .await
         .unwrap();

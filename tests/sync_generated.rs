@@ -127,13 +127,7 @@ async fn flags_changed_on_host2_are_brought_back_to_host1s() {
     let mut s2 = imapfleet_imap::Session::connect(&ep2).await.unwrap();
     let info = s2.select("INBOX", false).await.unwrap();
     assert!(info.exists > 0, "the generated INBOX is not empty");
-    let uids: Vec<u32> = s2
-        .fetch_meta("1:*", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.uid)
-        .collect();
+    let uids: Vec<u32> = imapfleet_tests::selected_uids(&mut s2).await;
     s2.uid_store(
         &uids,
         imapfleet_imap::StoreMode::Replace,

@@ -287,3 +287,23 @@ pub async fn fill_host1_with(
         .expect("fill host1");
     s.logout().await;
 }
+
+/// A small test message with Message-ID `<{tag}-{i}@example.com>` and subject `{tag} {i}`.
+pub fn message(tag: &str, i: usize) -> Vec<u8> {
+    format!(
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: {tag} {i}\r\n\
+Message-ID: <{tag}-{i}@example.com>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nbody {tag} {i}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Every UID of the folder `session` has selected, in order.
+pub async fn selected_uids(session: &mut imapfleet_imap::Session) -> Vec<u32> {
+    session
+        .fetch_meta("1:*", &[])
+        .await
+        .expect("UID FETCH 1:*")
+        .iter()
+        .map(|m| m.uid)
+        .collect()
+}
