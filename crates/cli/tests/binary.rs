@@ -59,7 +59,15 @@ fn unknown_option_is_a_usage_error() {
 fn an_f1f2_with_an_empty_side_is_a_usage_error() {
     for spec in ["INBOX=", "=Archive", "no-equals-sign"] {
         let out = imapfleet()
-            .args(["sync", "--host1", "127.0.0.1", "--port1", "9", "--user1", "a"])
+            .args([
+                "sync",
+                "--host1",
+                "127.0.0.1",
+                "--port1",
+                "9",
+                "--user1",
+                "a",
+            ])
             .args(["--host2", "127.0.0.1", "--port2", "9", "--user2", "b"])
             .args(["--f1f2", spec])
             .env("IMAPFLEET_PASSWORD1", "x")
