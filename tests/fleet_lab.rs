@@ -1184,3 +1184,358 @@ async fn a_server_at_its_connection_limit_is_waited_for_then_given_up_on() {
     fleet.stop();
     fleet.cleanup().await;
 }
+
+/// The accounts of the nightly-pass test (user0610..user0613).
+const NIGHTLY_USERS: std::ops::Range<usize> = 610..614;
+
+/// Sessions and SELECT/EXAMINE commands in Dovecot's raw log of `user` on the profile instance at
+/// `port` (every session of the user since its last `lab.sh wipe PORT USER`).
+fn rawlog(lab: &Lab, port: u16, user: &str) -> (usize, usize) {
+    let dir = lab.dir.join(format!("p{port}/rawlog/{user}"));
+    let mut sessions = 0;
+    let mut selects = 0;
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.expect("rawlog entry").path();
+        if p.extension().and_then(|x| x.to_str()) != Some("in") {
+            continue;
+        }
+        sessions += 1;
+        let bytes = std::fs::read(&p).expect("read rawlog");
+        // "<timestamp> <tag> <COMMAND> ..."
+        selects += String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| {
+                let w: Vec<&str> = l.split_whitespace().take(3).collect();
+                w.len() == 3
+                    && (w[2].eq_ignore_ascii_case("SELECT") || w[2].eq_ignore_ascii_case("EXAMINE"))
+            })
+            .count();
+    }
+    (sessions, selects)
+}
+
+/// Every user's raw log on both sides, once it stopped growing (Dovecot writes it as it goes).
+fn rawlogs(lab: &Lab, ports: [u16; 2], users: &[String]) -> Vec<[(usize, usize); 2]> {
+    let read = || -> Vec<[(usize, usize); 2]> {
+        users
+            .iter()
+            .map(|u| [rawlog(lab, ports[0], u), rawlog(lab, ports[1], u)])
+            .collect()
+    };
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Folder and account tasks the workers finished for `job`, once none is in flight.
+fn tasks_done(fleet: &Fleet, job: &str, accounts: usize) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all: Vec<String> = (0..fleet.workers.len()).map(|n| fleet.metrics(n)).collect();
+        let sum = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            all.iter().map(|m| metric(m, name, labels)).sum()
+        };
+        let in_flight = sum("imapfleet_tasks_in_flight", &[]);
+        let acc = sum("imapfleet_tasks_total", &[(JOB, job), ("kind", "account")]);
+        let fold = sum("imapfleet_tasks_total", &[(JOB, job), ("kind", "folder")]);
+        if (in_flight == 0.0 && acc as usize == accounts) || Instant::now() > deadline {
+            return (acc, fold);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Nightly passes through dispatch + worker processes, with the saved sync state in Redis:
+/// after no change, no folder task and no SELECT on either side (Dovecot's raw logs: one session
+/// per side and account, the account task's); after a new message in one folder of one account,
+/// only that folder gets a task; with the sync state deleted from Redis, every folder is read
+/// again with the same result and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_passes_through_the_fleet_skip_unchanged_folders() {
+    let Some(lab) = lab() else { return };
+    if !services() {
+        return;
+    }
+    // Profile instances keep raw logs of every session (the main lab instances do not).
+    let p1: u16 = lab_sh(&["profile", "lab-host1"])
+        .trim()
+        .parse()
+        .expect("profile port");
+    let p2: u16 = lab_sh(&["profile", "lab-host2"])
+        .trim()
+        .parse()
+        .expect("profile port");
+    let ep = |host: u8, u: &str| Endpoint {
+        port: if host == 1 { p1 } else { p2 },
+        ..lab.endpoint(host, u)
+    };
+    let users: Vec<String> = NIGHTLY_USERS.map(user).collect();
+    let redis_url =
+        std::env::var("IMAPFLEET_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let sync_state = imapfleet_fleet::syncstate::RedisSyncState::connect(&redis_url, None)
+        .await
+        .expect("Redis");
+    let wipe_sync_state = || async {
+        use imapfleet_sync::state::SyncStateStore;
+        for u in &users {
+            let id = imapfleet_sync::state::account_id(&ep(1, u), &ep(2, u));
+            sync_state
+                .wipe(&id)
+                .await
+                .expect("delete the sync state keys");
+        }
+    };
+    let mut live = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        lab_sh(&["wipe", &p1.to_string(), u]);
+        lab_sh(&["wipe", &p2.to_string(), u]);
+        let sp = spec(6100 + i as u64);
+        let mut s = Session::connect(&ep(1, u)).await.expect("connect host1");
+        imapfleet_mailgen::fill(&mut s, '.', sp.generate())
+            .await
+            .expect("fill");
+        s.logout().await;
+        live.push(live_messages(&sp));
+    }
+    wipe_sync_state().await;
+    let defaults = format!(
+        "--port1 {p1} --port2 {p2} --cafile1 {ca} --cafile2 {ca}",
+        ca = lab.ca.display()
+    );
+    let mut fleet = Fleet::new("nightly");
+    let batch = batch_file(&fleet.dir, "batch.txt", &lab, &users, None);
+    for _ in 0..2 {
+        fleet.start_worker(&["--concurrency", "2", "--slice-messages", "5"]);
+    }
+    let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    let check = |live: Vec<usize>| {
+        let users = users.clone();
+        async move {
+            for (u, want) in users.iter().zip(live) {
+                let v = verify_account(&ep(1, u), &ep(2, u), &SyncOptions::default())
+                    .await
+                    .expect("verify");
+                assert!(v.ok, "{u}: host2 differs:\n{v}");
+                assert_eq!(count(&ep(2, u)).await, want, "{u}: a duplicate or a loss");
+            }
+        }
+    };
+    // One pass: dispatch, wait; the job view, the folder tasks it took, the wall time.
+    let pass = |fleet: &Fleet, name: &str| {
+        let t = Instant::now();
+        let job = fleet.dispatch_with(&defaults, &batch, name).0;
+        let (view, code) = fleet.wait_job(&job);
+        let took = t.elapsed();
+        assert_eq!(code, Some(0), "{view:#}");
+        let (acc, fold) = tasks_done(fleet, &job, users.len());
+        assert_eq!(acc as usize, users.len());
+        eprintln!(
+            "nightly {name}: {:.2} s, {fold} folder tasks",
+            took.as_secs_f64()
+        );
+        (view, fold)
+    };
+    // Folders of each account that ran a slice in this pass.
+    let sliced = |view: &Value| -> Vec<Vec<String>> {
+        view["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .map(|a| {
+                assert_eq!(a["status"], "done", "{a:#}");
+                assert_eq!(n(&a["totals"]["missing_on_host2"]), 0, "{a:#}");
+                a["folders"]
+                    .as_array()
+                    .expect("folders")
+                    .iter()
+                    .filter(|f| n(&f["slices"]) > 0)
+                    .map(|f| f["name1"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+
+    // 1. First pass: everything copied.
+    let (view, fold1) = pass(&fleet, "nightly-1");
+    let n_folders: usize = view["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["folders"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        sliced(&view).iter().map(Vec::len).sum::<usize>(),
+        n_folders,
+        "every folder ran"
+    );
+    assert!(fold1 as usize >= n_folders);
+    assert_eq!(
+        n(&view["totals"]["transferred"]) as usize,
+        live.iter().sum::<usize>()
+    );
+    check(live.clone()).await;
+
+    // 2. No change: no folder task, no SELECT; one session per side and account.
+    let before = rawlogs(&lab, [p1, p2], &users);
+    let (view, fold) = pass(&fleet, "nightly-2");
+    let after = rawlogs(&lab, [p1, p2], &users);
+    assert_eq!(fold, 0.0, "no folder task");
+    assert!(sliced(&view).iter().all(Vec::is_empty), "{view:#}");
+    assert_eq!(n(&view["totals"]["transferred"]), 0);
+    assert_eq!(n(&view["totals"]["folders_synced"]) as usize, n_folders);
+    for (i, u) in users.iter().enumerate() {
+        for side in 0..2 {
+            let (b, a) = (before[i][side], after[i][side]);
+            assert_eq!(a.1, b.1, "{u} host{}: no SELECT/EXAMINE", side + 1);
+            assert_eq!(a.0, b.0 + 1, "{u} host{}: one session", side + 1);
+        }
+    }
+    check(live.clone()).await;
+
+    // 3. One new message in one folder of the first account: only that folder gets a task.
+    let mut s = Session::connect(&ep(1, &users[0]))
+        .await
+        .expect("connect host1");
+    let changed = s
+        .list()
+        .await
+        .expect("LIST")
+        .into_iter()
+        .find(|f| !f.noselect && !f.raw_name.eq_ignore_ascii_case("INBOX"))
+        .expect("a folder besides INBOX");
+    let body = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: nightly\r\nMessage-ID: <nightly-610@example.com>\r\n\r\nnew since the last pass\r\n";
+    s.append(
+        &changed.raw_name,
+        &[imapfleet_imap::AppendRequest {
+            flags: vec![],
+            internaldate: None,
+            body,
+        }],
+    )
+    .await
+    .expect("APPEND on host1");
+    s.logout().await;
+    let mut live3 = live.clone();
+    live3[0] += 1;
+    let before = rawlogs(&lab, [p1, p2], &users);
+    let (view, fold) = pass(&fleet, "nightly-3");
+    let after = rawlogs(&lab, [p1, p2], &users);
+    assert_eq!(fold, 1.0, "one folder task");
+    let ran = sliced(&view);
+    assert_eq!(ran[0], vec![changed.name.clone()], "{view:#}");
+    assert!(ran[1..].iter().all(Vec::is_empty), "{ran:?}");
+    assert_eq!(n(&view["totals"]["transferred"]), 1);
+    for side in 0..2 {
+        assert_eq!(
+            after[0][side].1,
+            before[0][side].1 + 1,
+            "host{}: the changed folder selected once",
+            side + 1
+        );
+    }
+    for i in 1..users.len() {
+        assert_eq!(
+            after[i],
+            [
+                (before[i][0].0 + 1, before[i][0].1),
+                (before[i][1].0 + 1, before[i][1].1)
+            ]
+        );
+    }
+    check(live3.clone()).await;
+
+    // 4. The sync state deleted from Redis: every folder read in full, nothing copied twice.
+    wipe_sync_state().await;
+    let (view, fold) = pass(&fleet, "nightly-4");
+    assert_eq!(fold as usize, n_folders, "every folder read again");
+    assert_eq!(sliced(&view).iter().map(Vec::len).sum::<usize>(), n_folders);
+    assert_eq!(n(&view["totals"]["transferred"]), 0, "{view:#}");
+    check(live3.clone()).await;
+
+    // 5. ... and rebuilt by that pass: no folder task again.
+    let (view, fold) = pass(&fleet, "nightly-5");
+    assert_eq!(fold, 0.0);
+    assert!(sliced(&view).iter().all(Vec::is_empty), "{view:#}");
+    check(live3).await;
+    fleet.stop();
+    fleet.cleanup().await;
+}
+
+/// `imapfleet run --statedir DIR`: the embedded run keeps the saved sync state in the state
+/// directory's files (as `sync` does), so the next run of the batch skips every unchanged folder
+/// (no slice); `--nostate` compares every folder in full again, with the same result.
+/// Users user0620..user0621.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_run_with_a_state_dir_skips_unchanged_folders_on_the_next_run() {
+    let Some(lab) = lab() else { return };
+    let users: Vec<String> = (620..622).map(user).collect();
+    let live = prepare(&lab, &users, 6200).await;
+    let dir = scratch("run-state");
+    let state = dir.join("state");
+    let batch = batch_file(&dir, "batch.txt", &lab, &users, None);
+    let report = dir.join("report.json");
+    let run = |extra: &[&str]| -> Value {
+        let o = Command::new(bin())
+            .args(["run", "--workers", "3", "--slice-messages", "5", "--quiet"])
+            .args(extra)
+            .arg("--accounts")
+            .arg(&batch)
+            .arg(format!("--defaults={}", defaults(&lab)))
+            .arg("--report-json")
+            .arg(&report)
+            .env_remove("IMAPFLEET_CONFIG")
+            .output()
+            .expect("imapfleet run");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON report")
+    };
+    // Slices per folder, every account done.
+    let slices = |r: &Value| -> Vec<u64> {
+        r["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .flat_map(|a| {
+                assert_eq!(a["status"], "done", "{a:#}");
+                a["folders"].as_array().expect("folders").clone()
+            })
+            .map(|f| f["slices"].as_u64().expect("slices"))
+            .collect()
+    };
+    let state_arg = state.to_str().unwrap();
+    let r = run(&["--statedir", state_arg]);
+    assert!(slices(&r).iter().all(|n| *n > 0), "{r:#}");
+    assert_eq!(
+        r["totals"]["transferred"].as_u64(),
+        Some(live.iter().sum::<usize>() as u64)
+    );
+    let files = std::fs::read_dir(&state)
+        .expect("the state directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "redb"))
+        })
+        .count();
+    assert_eq!(files, users.len(), "one state file per account");
+    check_copies(&lab, &users, &live).await;
+
+    // The next run: every folder unchanged, none sliced, all of it reported as there.
+    let r = run(&["--statedir", state_arg]);
+    assert!(slices(&r).iter().all(|n| *n == 0), "{r:#}");
+    assert_eq!(r["totals"]["transferred"].as_u64(), Some(0), "{r:#}");
+    assert_eq!(
+        r["totals"]["skipped"].as_u64(),
+        Some(live.iter().sum::<usize>() as u64)
+    );
+    // Without the state: every folder compared in full, nothing copied twice.
+    let r = run(&["--nostate"]);
+    assert!(slices(&r).iter().all(|n| *n > 0), "{r:#}");
+    assert_eq!(r["totals"]["transferred"].as_u64(), Some(0), "{r:#}");
+    check_copies(&lab, &users, &live).await;
+}

@@ -338,7 +338,8 @@ pub struct WorkArgs {
     /// Deliveries of a task before its failure is final (default 5).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
-    /// Serve /metrics, /healthz and /readyz here (default 127.0.0.1:9898; IMAPFLEET_METRICS_ADDR).
+    /// Serve /metrics, /healthz and /readyz here (IMAPFLEET_METRICS_ADDR; `off` for none). `worker`
+    /// serves on 127.0.0.1:9898 by default; `run` and `dispatch` only when an address is given.
     /// `off` serves nothing.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
@@ -381,6 +382,10 @@ pub struct WorkerArgs {
     /// Tasks worked on at once (default 4).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Neither read nor write saved sync state (kept in Redis beside the job state): every pass
+    /// compares every folder in full.
+    #[arg(long)]
+    pub nostate: bool,
     #[command(flatten)]
     pub work: WorkArgs,
 }
@@ -409,6 +414,14 @@ pub struct RunArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub work: WorkArgs,
+    /// Directory of the saved sync state, as for `sync` (one file per account pair; default
+    /// $IMAPFLEET_STATE_DIR, else ~/.local/state/imapfleet). With it, a re-run of the batch skips
+    /// unchanged folders and reads only what changed.
+    #[arg(long, alias = "state-dir", value_name = "DIR")]
+    pub statedir: Option<PathBuf>,
+    /// Neither read nor write saved sync state: compare every folder in full.
+    #[arg(long)]
+    pub nostate: bool,
     /// Write the per-account report as JSON to this file.
     #[arg(long = "report-json", value_name = "FILE")]
     pub report_json: Option<PathBuf>,

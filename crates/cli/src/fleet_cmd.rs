@@ -26,8 +26,10 @@ use imapfleet_fleet::queue::{AmqpConfig, AmqpQueue};
 use imapfleet_fleet::run::{run_embedded, EmbeddedConfig};
 use imapfleet_fleet::schedule::{self, Schedule};
 use imapfleet_fleet::state::{class_by_name, AccountStatus, JobView, RedisState, StateStore};
-use imapfleet_fleet::worker::{Worker, WorkerConfig};
+use imapfleet_fleet::syncstate::RedisSyncState;
+use imapfleet_fleet::worker::{SyncStore, Worker, WorkerConfig};
 use imapfleet_sync::report::ErrorClass;
+use imapfleet_sync::state::file::FileState;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BatchArgs, DispatchArgs, RunArgs, StatusArgs, WorkArgs, WorkerArgs};
@@ -75,7 +77,7 @@ fn load_batch(settings: &Settings, a: &BatchArgs) -> Result<Batch> {
         .or_else(|| settings.string("batch_defaults"))
         .unwrap_or_default();
     let batch = read_batch(&a.accounts, &defaults)
-        .with_context(|| format!("reading {}", a.accounts.display()))?;
+        .map_err(|e| UsageError(format!("--accounts {}: {e}", a.accounts.display())))?;
     for e in &batch.errors {
         eprintln!("imapfleet: {}: {e}", a.accounts.display());
     }
@@ -419,6 +421,13 @@ pub async fn worker(settings: &Settings, a: WorkerArgs) -> Result<i32> {
     let limit_store = RedisLimitStore::connect(&redis_url(settings))
         .await
         .context("connecting to Redis (limits)")?;
+    // The saved sync state beside the job state: each pass is a delta of the last one.
+    if !a.nostate {
+        let store = RedisSyncState::connect(&redis_url(settings), None)
+            .await
+            .context("connecting to Redis (sync state)")?;
+        cfg.sync_state = Some(SyncStore(Arc::new(store)));
+    }
     let limits = ConnectionLimits::new(Arc::new(limit_store), limits_config(settings)?);
     let w =
         Arc::new(Worker::new(queue.clone(), locks, state, key, metrics, cfg).with_limits(limits));
@@ -589,16 +598,85 @@ pub async fn status(settings: &Settings, a: StatusArgs) -> Result<i32> {
     })
 }
 
+/// `run`'s saved sync state, found as `sync` finds it (one state directory for both): `--statedir`,
+/// else the `statedir` setting, else `$IMAPFLEET_STATE_DIR`, else the default directory; none with
+/// `--nostate`. A directory that cannot be used only costs full reads (warned).
+fn run_sync_state(settings: &Settings, a: &RunArgs) -> Option<SyncStore> {
+    if a.nostate {
+        return None;
+    }
+    let dir = a
+        .statedir
+        .clone()
+        .or_else(|| settings.string("statedir").map(std::path::PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("IMAPFLEET_STATE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        })
+        .unwrap_or_else(FileState::default_dir);
+    match FileState::new(&dir) {
+        Ok(store) => Some(SyncStore(Arc::new(store))),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot use the state directory; comparing every folder in full");
+            None
+        }
+    }
+}
+
+/// The machine-wide guards of every host2 account the batch writes into (dry lines write
+/// nothing): another `run` or `sync` of one of them on this machine would copy the same messages
+/// a second time. Busy accounts are all named, and nothing starts.
+fn account_guards(
+    accounts: &[imapfleet_fleet::batch::BatchAccount],
+) -> Result<Vec<imapfleet_fleet::lock::host::AccountGuard>> {
+    use imapfleet_fleet::lock::host::{default_dir, guard_path, try_guard, GuardError};
+    let dir = default_dir();
+    let mut guards = Vec::new();
+    let mut held = std::collections::HashSet::new();
+    let mut busy = Vec::new();
+    for acc in accounts.iter().filter(|a| !a.options.dry) {
+        let s2 = &acc.side2;
+        // Several lines into one host2 account (two sources merged): one guard, held once
+        // (a second lock of the same file from this process would be refused).
+        if !held.insert(guard_path(&dir, &s2.host, s2.effective_port(), &s2.user)) {
+            continue;
+        }
+        match try_guard(&dir, &s2.host, s2.effective_port(), &s2.user) {
+            Ok(g) => guards.push(g),
+            Err(GuardError::Busy { .. }) => busy.push(format!(
+                "line {}: {}@{}:{}",
+                acc.line,
+                s2.user,
+                s2.host,
+                s2.effective_port()
+            )),
+            Err(e) => return Err(UsageError(e.to_string()).into()),
+        }
+    }
+    if !busy.is_empty() {
+        return Err(UsageError(format!(
+            "another imapfleet process on this machine is syncing into {}; nothing started",
+            busy.join(", ")
+        ))
+        .into());
+    }
+    Ok(guards)
+}
+
 pub async fn run(settings: &Settings, a: RunArgs) -> Result<i32> {
     let batch = load_batch(settings, &a.batch)?;
     let accounts = checked(&batch, &a.batch)?;
+    let _guards = account_guards(accounts)?;
+    let mut worker = worker_config(settings, &a.work)?;
+    worker.sync_state = run_sync_state(settings, &a);
     let cfg = EmbeddedConfig {
         workers: a
             .workers
             .or(settings.number("workers")?.map(|n| n as usize))
             .unwrap_or(4)
             .max(1),
-        worker: worker_config(settings, &a.work)?,
+        worker,
         job_name: a.batch.job.clone(),
         default_timeout: default_timeout(settings, &a.batch)?,
         limits: limits_config(settings)?,
@@ -644,13 +722,45 @@ pub async fn run(settings: &Settings, a: RunArgs) -> Result<i32> {
     }
     http_stop.cancel();
     print_view(&view);
+    // Lines skipped with --skip-bad-lines were not migrated: the report lists them and the run
+    // is not a success, whatever the other accounts did.
+    let skipped: Vec<serde_json::Value> = batch
+        .errors
+        .iter()
+        .map(|e| serde_json::json!({ "line": e.line, "reason": e.reason }))
+        .collect();
+    if !skipped.is_empty() {
+        eprintln!(
+            "imapfleet: {} bad line(s) of {} skipped, not migrated: {}",
+            skipped.len(),
+            a.batch.accounts.display(),
+            batch
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     if let Some(path) = &a.report_json {
-        let json = serde_json::to_string_pretty(&view)?;
+        let mut json = serde_json::to_value(&view)?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert(
+                "skipped_lines".into(),
+                serde_json::Value::Array(skipped.clone()),
+            );
+        }
+        let json = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if view.finished() {
+    let code = if view.finished() {
         job_exit_code(&view)
     } else {
         1
+    };
+    Ok(if code == 0 && !skipped.is_empty() {
+        imapfleet_sync::report::ErrorClass::Usage.exit_code()
+    } else {
+        code
     })
 }

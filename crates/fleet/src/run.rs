@@ -1,5 +1,10 @@
 //! `imapfleet run`: the dispatcher and N workers in one process, on the in-process queue, locks and
 //! state (no RabbitMQ, no Redis). Same tasks, same code paths as the fleet.
+//!
+//! The saved sync state (`worker.sync_state`; the CLI gives the state directory's files, the same
+//! as `imapfleet sync`, so that each run is a delta of the last one) outlives the process while its
+//! lease locks do not: their fencing tokens start again at 1 at every run, so the store is fenced
+//! in the process ([`ProcessFenced`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +19,9 @@ use crate::lock::MemoryLocks;
 use crate::metrics::Metrics;
 use crate::queue::MemoryQueue;
 use crate::state::{JobView, MemoryState};
+use crate::syncstate::ProcessFenced;
 use crate::task::ProcessSealer;
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{SyncStore, Worker, WorkerConfig};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -68,6 +74,11 @@ pub async fn run_embedded(
         .await?;
     let wcfg = WorkerConfig {
         concurrency: cfg.workers.max(1),
+        sync_state: cfg
+            .worker
+            .sync_state
+            .as_ref()
+            .map(|s| SyncStore(Arc::new(ProcessFenced::new(s.0.clone())))),
         ..cfg.worker.clone()
     };
     let worker = Arc::new(

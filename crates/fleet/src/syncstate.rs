@@ -12,9 +12,10 @@
 //! reads: the engine falls back to header identity.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use imapfleet_sync::state::{StateError, StoredFolder, SyncStateStore};
+use imapfleet_sync::state::{check_fence, StateError, StoredFolder, SyncStateStore};
 
 /// KEYS[1] pairs hash; ARGV pair, fence, has intents (0/1), intents.
 const PUT_INTENTS: &str = r"
@@ -202,9 +203,165 @@ impl SyncStateStore for RedisSyncState {
     }
 }
 
+/// A store fenced in this process only, for `imapfleet run` (embedded): its lease locks live in
+/// the process, so their fencing tokens start again at 1 at every run, and a durable store (the
+/// state directory's files) would refuse them after the first run. This wrapper keeps the newest
+/// token per pair in memory and refuses a smaller one ([`StateError::Stale`]) itself, and writes
+/// the inner store with token 0, as `imapfleet sync` does, so that `sync` and `run` can share one
+/// state directory. Across processes the file backend's own lock keeps one process per account
+/// (a second one gets [`StateError::Busy`]).
+pub struct ProcessFenced {
+    inner: Arc<dyn SyncStateStore>,
+    /// Newest token per (account, pair); the mutex is held across the check and the write.
+    newest: Mutex<HashMap<String, Arc<tokio::sync::Mutex<u64>>>>,
+}
+
+impl std::fmt::Debug for ProcessFenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessFenced").finish_non_exhaustive()
+    }
+}
+
+impl ProcessFenced {
+    pub fn new(inner: Arc<dyn SyncStateStore>) -> ProcessFenced {
+        ProcessFenced {
+            inner,
+            newest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(account: &str, pair: &str) -> String {
+        format!("{account}\0{pair}")
+    }
+
+    fn slot(&self, account: &str, pair: &str) -> Arc<tokio::sync::Mutex<u64>> {
+        let mut m = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(Self::key(account, pair)).or_default().clone()
+    }
+
+    /// The newest token this process wrote `pair` with (0: none).
+    async fn newest(&self, account: &str, pair: &str) -> u64 {
+        let slot = {
+            let m = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+            m.get(&Self::key(account, pair)).cloned()
+        };
+        match slot {
+            Some(s) => *s.lock().await,
+            None => 0,
+        }
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for ProcessFenced {
+    /// The inner store's pairs, each with the newest token of this process.
+    async fn load(&self, account: &str) -> Result<HashMap<String, StoredFolder>, StateError> {
+        let mut all = self.inner.load(account).await?;
+        for (pair, f) in all.iter_mut() {
+            f.fence = f.fence.max(self.newest(account, pair).await);
+        }
+        Ok(all)
+    }
+
+    async fn load_pair(&self, account: &str, pair: &str) -> Result<StoredFolder, StateError> {
+        let mut f = self.inner.load_pair(account, pair).await?;
+        f.fence = f.fence.max(self.newest(account, pair).await);
+        Ok(f)
+    }
+
+    async fn load_cache(&self, account: &str, pair: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.load_cache(account, pair).await
+    }
+
+    async fn put_intents(
+        &self,
+        account: &str,
+        pair: &str,
+        intents: Option<&[u8]>,
+        fence: u64,
+    ) -> Result<(), StateError> {
+        let slot = self.slot(account, pair);
+        let mut newest = slot.lock().await;
+        check_fence(pair, *newest, fence)?;
+        self.inner.put_intents(account, pair, intents, 0).await?;
+        *newest = fence;
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        account: &str,
+        pair: &str,
+        record: &[u8],
+        cache: Option<&[u8]>,
+        fence: u64,
+    ) -> Result<(), StateError> {
+        let slot = self.slot(account, pair);
+        let mut newest = slot.lock().await;
+        check_fence(pair, *newest, fence)?;
+        self.inner.save(account, pair, record, cache, 0).await?;
+        *newest = fence;
+        Ok(())
+    }
+
+    /// Forgets the account, its tokens included (a wiped account starts over at token 0).
+    async fn wipe(&self, account: &str) -> Result<(), StateError> {
+        self.inner.wipe(account).await?;
+        let prefix = Self::key(account, "");
+        self.newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !k.starts_with(&prefix));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens restart at 1 in every process: the wrapper fences within the process, and a store
+    /// written by an earlier process (any token) never refuses a later one.
+    #[tokio::test]
+    async fn process_fenced_refuses_a_stale_token_in_the_process_only() {
+        let inner: Arc<dyn SyncStateStore> = Arc::new(imapfleet_sync::state::MemoryState::new());
+        // An earlier process wrote up to token 7 (the inner store sees 0).
+        let earlier = ProcessFenced::new(inner.clone());
+        earlier.save("a", "p", b"r1", None, 7).await.unwrap();
+        assert_eq!(inner.load_pair("a", "p").await.unwrap().fence, 0);
+        assert_eq!(earlier.load_pair("a", "p").await.unwrap().fence, 7);
+        // This process starts again at 1.
+        let now = ProcessFenced::new(inner.clone());
+        now.put_intents("a", "p", Some(b"i"), 1).await.unwrap();
+        now.save("a", "p", b"r2", None, 2).await.unwrap();
+        assert_eq!(
+            inner.load_pair("a", "p").await.unwrap().record.as_deref(),
+            Some(&b"r2"[..])
+        );
+        // A worker whose lease was taken over (token 1 < 2) writes nothing.
+        let e = now.save("a", "p", b"old", None, 1).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StateError::Stale {
+                    fence: 1,
+                    newest: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = now.put_intents("a", "p", Some(b"x"), 1).await.unwrap_err();
+        assert!(matches!(e, StateError::Stale { .. }), "{e}");
+        assert_eq!(
+            inner.load_pair("a", "p").await.unwrap().record.as_deref(),
+            Some(&b"r2"[..])
+        );
+        assert_eq!(inner.load_pair("a", "p").await.unwrap().intents, None);
+        // Other pairs have their own tokens; the contract of a store holds through the wrapper.
+        now.save("a", "q", b"r", None, 1).await.unwrap();
+        imapfleet_sync::state::exercise_store(&ProcessFenced::new(inner), "other").await;
+    }
 
     #[tokio::test]
     async fn redis_sync_state_keeps_the_contract() {

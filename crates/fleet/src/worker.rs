@@ -4,6 +4,8 @@
 //!   folders ([`prepare_account`]), record the folder list, publish one folder task per pair, ack.
 //!   A redelivered account task that was already prepared publishes the unfinished folders again
 //!   (a duplicate folder task is harmless: it waits for the folder's lease and finds nothing to do).
+//!   With saved sync state ([`WorkerConfig::sync_state`]) the folders it proves unchanged on both
+//!   sides (STATUS / LIST-STATUS, no SELECT) are recorded done without a folder task.
 //! - **Folder task**: take the leases on (account pair, host2 folder) and on the host2 folder alone,
 //!   keep them renewed, run one slice ([`sync_folder_slice`]); stop at once if a lease is lost.
 //!   Record the slice under the pair lease's fence, publish the continuation when copies are left,
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imapfleet_sync::engine::{prepare_account, sync_folder_slice, NoProgress, SliceBudget};
 use imapfleet_sync::report::{ErrorClass, SyncError};
+use imapfleet_sync::state::{StateHandle, SyncStateStore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -74,6 +77,22 @@ pub struct WorkerConfig {
     pub run_log: Option<PathBuf>,
     /// How long to wait for a fleet-wide connection slot before putting the task back.
     pub slot_wait: Duration,
+    /// The engine's saved sync state (`None`: every folder is read in full at every pass). With
+    /// it, the account task skips the folders the state proves unchanged (no folder task), and a
+    /// folder slice reads a changed folder as a delta, writing under its host2 folder lease's
+    /// fence.
+    pub sync_state: Option<SyncStore>,
+}
+
+/// A saved-sync-state store shared by a worker's tasks (Redis for `worker`, the state
+/// directory's files for `run`).
+#[derive(Clone)]
+pub struct SyncStore(pub Arc<dyn SyncStateStore>);
+
+impl std::fmt::Debug for SyncStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncStore")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -97,6 +116,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             run_log: None,
             slot_wait: Duration::from_secs(10),
+            sync_state: None,
         }
     }
 }
@@ -607,7 +627,7 @@ impl Worker {
                 }
             }
         };
-        let opts = match a.sync.options() {
+        let mut opts = match a.sync.options() {
             Ok(o) => o,
             Err(e) => {
                 return self
@@ -621,6 +641,12 @@ impl Worker {
                     .await
             }
         };
+        // The account task only reads the saved state (which folders are unchanged): no fence.
+        opts.state = self
+            .cfg
+            .sync_state
+            .as_ref()
+            .map(|s| StateHandle::new(s.0.clone(), 0));
         let _permits = match self.slots(job, [&ep1, &ep2], attempt).await {
             Ok(p) => p,
             Err(o) => return o,
@@ -669,13 +695,21 @@ impl Worker {
                 rec.folders = p.pairs.iter().map(FolderSpec::from_pair).collect();
                 rec.created = p.created;
                 rec.create_failed = p.create_failed;
+                // Folders unchanged since the last pass are done now, before the fan-out (which
+                // leaves done folders out): no folder task, no login, no SELECT for them.
+                if let Err(e) = self.record_unchanged(t, &rec, &p.unchanged, fence).await {
+                    return Outcome::Retry {
+                        delay: self.backoff(attempt),
+                        error: e,
+                    };
+                }
                 if let Err(e) = self.state.put_account(job, &rec, fence).await {
                     return Outcome::Retry {
                         delay: self.backoff(attempt),
                         error: format!("state: {e}"),
                     };
                 }
-                info!(job, account = %a.account, folders = rec.folders.len(), "account prepared");
+                info!(job, account = %a.account, folders = rec.folders.len(), unchanged = p.unchanged.len(), "account prepared");
                 match self.fan_out(t, &rec).await {
                     Ok(()) => Outcome::Ack,
                     Err(e) => Outcome::Retry {
@@ -728,6 +762,40 @@ impl Worker {
             Some(error) => Outcome::Dead { error },
             None => Outcome::Ack,
         }
+    }
+
+    /// Record the folders the saved state proved unchanged as done: the counts of the pass that
+    /// left them so (their skipped-folder reports), no slice (`slices` 0), written under the
+    /// account lease's fence (no folder task of this job has written them yet: the fan-out comes
+    /// after).
+    async fn record_unchanged(
+        &self,
+        t: &AccountTask,
+        rec: &AccountRecord,
+        unchanged: &[(usize, imapfleet_sync::report::FolderReport)],
+        fence: Fence,
+    ) -> Result<(), String> {
+        let a = &t.account;
+        let job = a.job.as_str();
+        for (i, report) in unchanged {
+            let Some(spec) = rec.folders.get(*i) else {
+                continue;
+            };
+            let mut st = FolderState::new(spec, false);
+            st.merge_slice(report, &[]);
+            st.slices = 0;
+            st.done = true;
+            self.state
+                .put_folder(job, &a.account, *i, &st, fence)
+                .await
+                .map_err(|e| format!("state: {e}"))?;
+            self.metrics
+                .messages_skipped
+                .with_label_values(&[job])
+                .inc_by(st.counts.skipped);
+            debug!(job, account = %a.account, folder = %spec.name1, "unchanged since the last pass: done without a folder task");
+        }
+        Ok(())
     }
 
     /// Publish a folder task for every folder of `rec` not done yet.
@@ -859,6 +927,13 @@ impl Worker {
             }
         };
         opts.connections = 1;
+        // State writes carry the fence of the host2 folder's lease: a worker that lost it (a
+        // newer lease took over) cannot write the pair's state or APPEND intents any more.
+        opts.state = self
+            .cfg
+            .sync_state
+            .as_ref()
+            .map(|s| StateHandle::new(s.0.clone(), k2.fence()));
         opts.slice = Some(SliceBudget::new(
             self.cfg.slice_bytes,
             self.cfg.slice_messages,

@@ -83,12 +83,23 @@ pub struct Prepared {
     /// host2 folders (raw names) whose CREATE was refused, with the server's words. The pairs
     /// writing into them cannot be synced (a folder slice reports a `Create` error for them).
     pub create_failed: Vec<(String, String)>,
+    /// With saved state (`opts.state`): the pairs (index into `pairs`) that the state proves
+    /// unchanged on both sides since the last pass, by the fast path's rule (the same as
+    /// [`super::sync_account`]'s: a clean record of the same options, no intent pending, both
+    /// sides' STATUS -- from LIST-STATUS where offered -- equal to the record, HIGHESTMODSEQ
+    /// included), each with the report a skipped folder gets. They need no slice. No SELECT was
+    /// sent for them.
+    pub unchanged: Vec<(usize, FolderReport)>,
 }
 
 /// Log in to both sides, map the folders, create the missing host2 folders (parents first).
 /// Login and mapping failures are the account's errors (classified as in [`super::sync_account`]).
 /// With `opts.just_login` the pairs are empty; with `opts.just_folders` they are too, and refused
-/// CREATEs are errors.
+/// CREATEs are errors. With `opts.state`, the folders the saved state proves unchanged are told
+/// apart ([`Prepared::unchanged`]) from the statuses of the listing (or one STATUS per side), so
+/// that an unchanged account costs its logins, the listing and nothing else; the state is only
+/// read here (busy state -- another process syncs the account -- is the account's error, as in
+/// [`super::sync_account`]; any other state failure only means no folder is skipped).
 pub async fn prepare_account(
     ep1: &Endpoint,
     ep2: &Endpoint,
@@ -100,7 +111,7 @@ pub async fn prepare_account(
         pair.logout().await;
         return Ok(Prepared::default());
     }
-    let (map, _h2, _statuses) = match map_account(&mut pair, opts).await {
+    let (map, _h2, statuses) = match map_account(&mut pair, opts).await {
         Ok(m) => m,
         Err(e) => {
             pair.logout().await;
@@ -109,6 +120,19 @@ pub async fn prepare_account(
     };
     let mut first = Some(pair);
     let creates = create_folders(&mut first, ep1, ep2, &map, opts).await;
+    let unchanged = if opts.just_folders {
+        Vec::new()
+    } else {
+        match unchanged_pairs(first.as_mut(), ep1, ep2, &map, &statuses, opts).await {
+            Ok(u) => u,
+            Err(e) => {
+                if let Some(p) = first {
+                    p.logout().await;
+                }
+                return Err(vec![e]);
+            }
+        }
+    };
     if let Some(p) = first {
         p.logout().await;
     }
@@ -127,13 +151,37 @@ pub async fn prepare_account(
             pairs: Vec::new(),
             created: creates.created,
             create_failed: Vec::new(),
+            unchanged: Vec::new(),
         });
     }
     Ok(Prepared {
         pairs: map.pairs,
         created: creates.created,
         create_failed: failed,
+        unchanged,
     })
+}
+
+/// The pairs of `map` that the saved state proves unchanged (the engine's fast path,
+/// [`super::delta::plan_jobs`]), with their reports; none without `opts.state` or without a
+/// session to ask STATUS on.
+async fn unchanged_pairs(
+    first: Option<&mut Pair>,
+    ep1: &Endpoint,
+    ep2: &Endpoint,
+    map: &crate::mapping::FolderMap,
+    statuses: &super::delta::Statuses,
+    opts: &SyncOptions,
+) -> Result<Vec<(usize, FolderReport)>, SyncError> {
+    let Some(st) = super::delta::AccountState::open(opts, ep1, ep2).await? else {
+        return Ok(Vec::new());
+    };
+    let (_changed, skipped) =
+        super::delta::plan_jobs(&st, first, map, statuses, opts, &super::NoProgress).await;
+    Ok(skipped
+        .into_iter()
+        .map(|(index, report, _)| (index, report))
+        .collect())
 }
 
 /// What one folder slice did.
