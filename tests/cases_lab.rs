@@ -813,6 +813,20 @@ async fn case_br_34_source_connection_limit() {
     let limit = int(&s.case, "expected.max_concurrent_host1_sessions_for_user") as usize;
     let max = max_concurrent_sessions(&s.i1, &s.user, from);
     assert!(max <= limit, "{max} host1 sessions at once");
+    // The verifier with as many workers: the extra ones that cannot log in leave every folder to
+    // the others, none goes unverified (several rounds: the race was between workers).
+    for round in 0..3 {
+        let v = imapfleet_sync::verify::verify_account(&s.ep1(), &s.ep2(), &opts)
+            .await
+            .expect("verify");
+        assert!(v.ok, "round {round}:\n{v}");
+        for f in &folders {
+            assert!(
+                v.folders.iter().any(|x| &x.name1 == f && x.error.is_none()),
+                "round {round}: {f} verified:\n{v}"
+            );
+        }
+    }
 }
 
 /// Length of an instance's Dovecot log now (where [`max_concurrent_sessions`] starts reading).

@@ -168,7 +168,19 @@ async fn vworker(
     primary: bool,
 ) -> Vec<(usize, FolderVerify)> {
     let mut done = Vec::new();
-    let mut ever = sessions.is_some();
+    if !primary && sessions.is_none() {
+        // An extra worker logs in before it takes a folder: one that took a folder and then could
+        // not log in would have to hand it back, and the others may have finished by then (the
+        // folder would go unverified). The primary, already logged in, does all the work alone
+        // when the server allows no more connections.
+        match connect_pair(ctx.ep1, ctx.ep2).await {
+            Ok(p) => sessions = Some(p),
+            Err(_) => {
+                warn!("extra verify worker cannot log in; continuing with fewer connections");
+                return done;
+            }
+        }
+    }
     while let Some((i, fp)) = ctx.next() {
         let mut fv = FolderVerify {
             name1: fp.name1.clone(),
@@ -179,30 +191,18 @@ async fn vworker(
         loop {
             let p = match sessions.as_mut() {
                 Some(p) => p,
-                None => {
-                    match connect_pair(ctx.ep1, ctx.ep2).await {
-                        Ok(p) => {
-                            ever = true;
-                            sessions.insert(p)
-                        }
-                        Err(_) if !primary && !ever => {
-                            warn!("extra verify worker cannot log in; continuing with fewer connections");
-                            if let Ok(mut q) = ctx.queue.lock() {
-                                q.push_front((i, fp));
-                            }
-                            return done;
-                        }
-                        Err(errs) => {
-                            fv.error = Some(
-                                errs.iter()
-                                    .map(|e| e.message.clone())
-                                    .collect::<Vec<_>>()
-                                    .join("; "),
-                            );
-                            break;
-                        }
+                None => match connect_pair(ctx.ep1, ctx.ep2).await {
+                    Ok(p) => sessions.insert(p),
+                    Err(errs) => {
+                        fv.error = Some(
+                            errs.iter()
+                                .map(|e| e.message.clone())
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        );
+                        break;
                     }
-                }
+                },
             };
             match verify_folder(p, &fp, ctx).await {
                 Ok(v) => {
