@@ -8,6 +8,20 @@ use std::ops::Range;
 /// `max_bytes` bytes. An item larger than `max_bytes` gets a batch of its own (it must still be
 /// copied). Zero limits are treated as 1.
 pub fn batches(sizes: &[u64], max_msgs: usize, max_bytes: u64) -> Vec<Range<usize>> {
+    batches_with_solo(sizes, max_msgs, max_bytes, u64::MAX)
+}
+
+/// [`batches`], and every item of `solo_bytes` or more alone. For APPEND: a MULTIAPPEND is
+/// refused whole, and finding the culprit means sending the batch again one by one, so a large
+/// message (the likeliest to be refused for its size: `NO [LIMIT]`, `[TOOBIG]`) would travel
+/// twice; alone, it is sent once and its neighbours are not resent. Its own command costs nothing
+/// next to its size.
+pub fn batches_with_solo(
+    sizes: &[u64],
+    max_msgs: usize,
+    max_bytes: u64,
+    solo_bytes: u64,
+) -> Vec<Range<usize>> {
     let max_msgs = max_msgs.max(1);
     let max_bytes = max_bytes.max(1);
     let mut out = Vec::new();
@@ -15,12 +29,18 @@ pub fn batches(sizes: &[u64], max_msgs: usize, max_bytes: u64) -> Vec<Range<usiz
     let mut bytes = 0u64;
     for (i, &size) in sizes.iter().enumerate() {
         let n = i - start;
-        if n > 0 && (n >= max_msgs || bytes.saturating_add(size) > max_bytes) {
+        let solo = size >= solo_bytes;
+        if n > 0 && (solo || n >= max_msgs || bytes.saturating_add(size) > max_bytes) {
             out.push(start..i);
             start = i;
             bytes = 0;
         }
         bytes = bytes.saturating_add(size);
+        if solo {
+            out.push(i..i + 1);
+            start = i + 1;
+            bytes = 0;
+        }
     }
     if start < sizes.len() {
         out.push(start..sizes.len());
@@ -195,6 +215,24 @@ mod tests {
     }
 
     #[test]
+    fn large_messages_go_alone_and_their_neighbours_stay_together() {
+        assert_eq!(
+            batches_with_solo(&[10, 10, 300, 10, 10, 300, 300, 10], 100, 10_000, 300),
+            vec![0..2, 2..3, 3..5, 5..6, 6..7, 7..8]
+        );
+        assert_eq!(batches_with_solo(&[299, 1], 100, 10_000, 300), vec![0..2]);
+        assert_eq!(
+            batches_with_solo(&[], 100, 10_000, 300),
+            Vec::<Range<usize>>::new()
+        );
+        // Without a solo size it is `batches`.
+        assert_eq!(
+            batches_with_solo(&[10, 500, 10], 100, 100, u64::MAX),
+            batches(&[10, 500, 10], 100, 100)
+        );
+    }
+
+    #[test]
     fn oversized_message_gets_its_own_batch() {
         assert_eq!(batches(&[10, 500, 10], 100, 100), vec![0..1, 1..2, 2..3]);
         assert_eq!(batches(&[500], 100, 100), vec![0..1]);
@@ -211,6 +249,22 @@ mod tests {
                 prop_assert!(r.len() <= m);
                 let total: u64 = sizes[r.clone()].iter().sum();
                 prop_assert!(total <= b || r.len() == 1);
+                next = r.end;
+            }
+            prop_assert_eq!(next, sizes.len());
+        }
+
+        #[test]
+        fn solo_items_are_alone_and_everything_is_covered(sizes in proptest::collection::vec(0u64..5000, 0..200), m in 1usize..20, b in 1u64..20000, solo in 1u64..6000) {
+            let bs = batches_with_solo(&sizes, m, b, solo);
+            let mut next = 0;
+            for r in &bs {
+                prop_assert_eq!(r.start, next);
+                prop_assert!(r.end > r.start && r.len() <= m);
+                if r.len() > 1 {
+                    prop_assert!(sizes[r.clone()].iter().all(|s| *s < solo));
+                    prop_assert!(sizes[r.clone()].iter().sum::<u64>() <= b);
+                }
                 next = r.end;
             }
             prop_assert_eq!(next, sizes.len());

@@ -13,7 +13,7 @@ use imapfleet_imap::{AppendRequest, ImapError, MessageMeta, SelectInfo, Session,
 use tokio::sync::SemaphorePermit;
 use tracing::{debug, warn};
 
-use super::batch::{append_fallbacks, batches, group_by_flags, removed_flags};
+use super::batch::{append_fallbacks, batches_with_solo, group_by_flags, removed_flags};
 use super::intents::IntentLog;
 use super::{Ctx, Pair, Side};
 use crate::identity::{key_from_fields, key_from_full_header, IdentityConfig, IdentityKey, Keyed};
@@ -252,6 +252,10 @@ struct Fetched<'a> {
 /// Copy the planned messages: host1 FETCH of batch n+1 runs while batch n is APPENDed to host2.
 /// With saved state (`log`), each batch's intents are written durably before it is sent
 /// ([`super::intents`]). Returns (appended, vanished).
+/// A message this large goes to host2 in an APPEND of its own ([`batches_with_solo`]): a refusal
+/// for its size costs one send, not two, and does not make its batch mates travel again.
+pub(crate) const SOLO_APPEND_BYTES: u64 = 256 * 1024;
+
 pub(crate) async fn copy_messages(
     ctx: &Ctx<'_>,
     p: &mut Pair,
@@ -263,7 +267,13 @@ pub(crate) async fn copy_messages(
 ) -> Result<(u64, u64), Fail> {
     let sizes: Vec<u64> = copies.iter().map(|c| u64::from(c.size)).collect();
     let batch_bytes = u64::try_from(ctx.opts.batch_bytes).unwrap_or(u64::MAX);
-    let mut ranges = batches(&sizes, ctx.opts.batch_messages, batch_bytes).into_iter();
+    let mut ranges = batches_with_solo(
+        &sizes,
+        ctx.opts.batch_messages,
+        batch_bytes,
+        SOLO_APPEND_BYTES,
+    )
+    .into_iter();
     let Pair { s1, s2 } = p;
     let (mut appended, mut vanished) = (0u64, 0u64);
     let mut pending = match ranges.next() {
