@@ -81,10 +81,22 @@ struct Attempt {
     killed: bool,
     before: usize,
     after: usize,
+    /// host1's live messages at the time (the loop tops host1 up when a run completes early).
+    expected: usize,
 }
 
-/// Start and SIGKILL `imapfleet sync` until `kills` kills interrupted a run (or a run finishes by
-/// itself: then there was nothing left to interrupt). Returns every attempt.
+/// Where the loop gets more host1 mail when a run completed before enough kills landed (a fast,
+/// quiet machine copies everything sooner than the kills come): `folders` folders, new seeds.
+struct TopUp<'a> {
+    ep1: &'a Endpoint,
+    seed: u64,
+    folders: usize,
+}
+
+/// Start and SIGKILL `imapfleet sync` until `kills` kills interrupted a run. When a run finishes
+/// by itself first (nothing left to interrupt), host1 gets more mail (`top_up`, `expected` grows)
+/// and the loop goes on, up to 5 times. Returns every attempt.
+#[allow(clippy::too_many_arguments)]
 async fn kill_loop(
     lab: &Lab,
     user: &str,
@@ -92,14 +104,16 @@ async fn kill_loop(
     logs: &Path,
     rng: &mut Rng,
     kills: usize,
-    expected: usize,
+    expected: &mut usize,
+    top_up: &TopUp<'_>,
 ) -> Vec<Attempt> {
+    let mut top_ups = 0u64;
     let mut poll = Session::connect(&lab.endpoint(2, user))
         .await
         .expect("host2 session for polling");
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut before = host2_total(&mut poll).await;
-    for n in 0..kills * 3 {
+    for n in 0..kills * 4 {
         if attempts.iter().filter(|a| a.killed).count() >= kills {
             break;
         }
@@ -135,8 +149,9 @@ async fn kill_loop(
         }
         let status = child.wait().expect("wait");
         let after = host2_total(&mut poll).await;
+        let expected_now = *expected;
         println!(
-            "run {n:02}: {} after {:?} ({}+{delay_ms} ms): host2 {before} -> {after} of {expected}",
+            "run {n:02}: {} after {:?} ({}+{delay_ms} ms): host2 {before} -> {after} of {expected_now}",
             if killed {
                 "killed".to_string()
             } else {
@@ -152,10 +167,22 @@ async fn kill_loop(
             killed,
             before,
             after,
+            expected: *expected,
         });
         before = after;
         if !killed {
-            break;
+            let landed = attempts.iter().filter(|a| a.killed).count();
+            if landed >= kills || top_ups >= 5 {
+                break;
+            }
+            let more = small_spec(top_up.seed + top_ups, top_up.folders, 1500);
+            fill_host1_with(top_up.ep1, &more, |f| f).await;
+            *expected += live(&more);
+            top_ups += 1;
+            println!(
+                "        completed early: host1 topped up to {} live messages",
+                *expected
+            );
         }
     }
     poll.logout().await;
@@ -164,7 +191,7 @@ async fn kill_loop(
 
 /// The loop really interrupted runs in progress: enough kills, and several of them came while
 /// host2 was growing and not yet complete.
-fn assert_kills_interrupted(attempts: &[Attempt], kills: usize, expected: usize) {
+fn assert_kills_interrupted(attempts: &[Attempt], kills: usize) {
     let killed = attempts.iter().filter(|a| a.killed).count();
     assert!(
         killed >= kills,
@@ -172,7 +199,7 @@ fn assert_kills_interrupted(attempts: &[Attempt], kills: usize, expected: usize)
     );
     let mid_append = attempts
         .iter()
-        .filter(|a| a.killed && a.after > a.before && a.after < expected)
+        .filter(|a| a.killed && a.after > a.before && a.after < a.expected)
         .count();
     assert!(
         mid_append >= kills / 2,
@@ -299,7 +326,7 @@ async fn kill_9_during_the_first_pass_leaves_no_duplicate_and_nothing_missing() 
     let t = Instant::now();
     let spec = small_spec(4301, 8, 4000);
     fill_host1_with(&lab.endpoint(1, user), &spec, |f| f).await;
-    let expected = live(&spec);
+    let mut expected = live(&spec);
     println!(
         "host1: {expected} live messages, filled in {:?}",
         t.elapsed()
@@ -310,8 +337,23 @@ async fn kill_9_during_the_first_pass_leaves_no_duplicate_and_nothing_missing() 
     println!("kill delays: seed {seed}");
     let mut rng = Rng::new(seed);
 
-    let attempts = kill_loop(&lab, user, &dir, &logs, &mut rng, KILLS_FIRST, expected).await;
-    assert_kills_interrupted(&attempts, KILLS_FIRST, expected);
+    let top_up = TopUp {
+        ep1: &lab.endpoint(1, user),
+        seed: 43_100,
+        folders: 8,
+    };
+    let attempts = kill_loop(
+        &lab,
+        user,
+        &dir,
+        &logs,
+        &mut rng,
+        KILLS_FIRST,
+        &mut expected,
+        &top_up,
+    )
+    .await;
+    assert_kills_interrupted(&attempts, KILLS_FIRST);
     let rep = final_run_and_verify(&lab, user, &dir, &logs, expected).await;
     let (pending, landed, waits) = resolved_in_logs(&logs);
     println!(
@@ -348,7 +390,7 @@ async fn kill_9_during_a_delta_pass_leaves_no_duplicate_and_nothing_missing() {
     // New mail in the same folders: the next pass reads them as a delta from the saved state.
     let new = small_spec(4402, 6, 3000);
     fill_host1_with(&ep1, &new, |f| f).await;
-    let expected = before + live(&new);
+    let mut expected = before + live(&new);
     println!(
         "host1: {expected} live messages ({before} synced), filled in {:?}",
         t.elapsed()
@@ -357,8 +399,23 @@ async fn kill_9_during_a_delta_pass_leaves_no_duplicate_and_nothing_missing() {
     println!("kill delays: seed {seed}");
     let mut rng = Rng::new(seed);
 
-    let attempts = kill_loop(&lab, user, &dir, &logs, &mut rng, KILLS_DELTA, expected).await;
-    assert_kills_interrupted(&attempts, KILLS_DELTA, expected);
+    let top_up = TopUp {
+        ep1: &ep1,
+        seed: 44_100,
+        folders: 6,
+    };
+    let attempts = kill_loop(
+        &lab,
+        user,
+        &dir,
+        &logs,
+        &mut rng,
+        KILLS_DELTA,
+        &mut expected,
+        &top_up,
+    )
+    .await;
+    assert_kills_interrupted(&attempts, KILLS_DELTA);
     let rep = final_run_and_verify(&lab, user, &dir, &logs, expected).await;
     let folders = rep["folders"].as_array().expect("folders");
     assert!(
