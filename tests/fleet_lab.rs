@@ -78,14 +78,7 @@ fn tiny_spec(seed: u64) -> MailboxSpec {
 
 /// Messages of a spec that are not flagged \Deleted (what a default sync copies).
 fn live_messages(sp: &MailboxSpec) -> usize {
-    sp.generate()
-        .map(|f| {
-            f.messages
-                .iter()
-                .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                .count()
-        })
-        .sum()
+    sp.live_messages()
 }
 
 /// Wipe both sides of `users` and fill host1; returns each one's live (not \Deleted) message count.

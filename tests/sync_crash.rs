@@ -37,14 +37,7 @@ fn seed() -> u64 {
 
 /// Messages of a spec not flagged `\Deleted` (those are not copied).
 fn live(spec: &MailboxSpec) -> usize {
-    spec.generate()
-        .map(|f| {
-            f.messages
-                .iter()
-                .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                .count()
-        })
-        .sum()
+    spec.live_messages()
 }
 
 /// `imapfleet sync` of `user` (same login on both sides) with saved state in `dir`, its output in

@@ -29,14 +29,7 @@ async fn run(ep1: &Endpoint, ep2: &Endpoint, opts: &SyncOptions) -> AccountRepor
 
 /// Messages of a spec not flagged `\Deleted` (those are not copied).
 fn live(spec: &MailboxSpec) -> u64 {
-    spec.generate()
-        .map(|f| {
-            f.messages
-                .iter()
-                .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                .count() as u64
-        })
-        .sum()
+    spec.live_messages() as u64
 }
 
 /// SELECTs, EXAMINEs and FETCHes in a report's command counts, per side.

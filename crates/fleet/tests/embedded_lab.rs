@@ -105,16 +105,7 @@ async fn embedded_run_copies_every_account_in_slices_and_fails_a_wrong_password(
             .await
             .expect("fill");
         s.logout().await;
-        live.push(
-            sp.generate()
-                .map(|f| {
-                    f.messages
-                        .iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                        .count()
-                })
-                .sum::<usize>(),
-        );
+        live.push(sp.live_messages());
         lines.push_str(&format!(
             "127.0.0.1;{user};secret;127.0.0.1;{user};secret;\n"
         ));
@@ -308,16 +299,7 @@ async fn embedded_nightly_passes_skip_unchanged_folders_and_survive_a_wiped_stat
             .await
             .expect("fill");
         s.logout().await;
-        live.push(
-            sp.generate()
-                .map(|f| {
-                    f.messages
-                        .iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
-                        .count()
-                })
-                .sum::<usize>(),
-        );
+        live.push(sp.live_messages());
         lines.push_str(&format!(
             "127.0.0.1;{user};secret;127.0.0.1;{user};secret;\n"
         ));

@@ -105,6 +105,18 @@ impl MailboxSpec {
     pub fn generate(&self) -> Folders {
         self.plan().into_folders()
     }
+
+    /// Messages not flagged `\Deleted`: what a default sync copies.
+    pub fn live_messages(&self) -> usize {
+        self.generate()
+            .map(|f| {
+                f.messages
+                    .iter()
+                    .filter(|m| !m.flags.iter().any(|f| f == "\\Deleted"))
+                    .count()
+            })
+            .sum()
+    }
 }
 
 /// One generated message.
